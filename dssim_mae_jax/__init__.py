@@ -1,0 +1,24 @@
+"""dssim_mae_jax: fast, pure SSIM, MS-SSIM, DSSIM, MAE and DSSIM+MAE losses for JAX.
+
+Public surface (everything else is private)::
+
+  from dssim_mae_jax import ssim, ms_ssim, dssim, mae, psnr
+
+The training machinery (models, data, phased optimiser, train step,
+checkpoints) lives in the subpackage ``dssim_mae_jax.training`` so that
+importing the metrics stays light.
+"""
+
+from dssim_mae_jax._metrics import mae, psnr
+from dssim_mae_jax._ssim import MS_SSIM_WEIGHTS, dssim, ms_ssim, ssim
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "MS_SSIM_WEIGHTS",
+    "dssim",
+    "mae",
+    "ms_ssim",
+    "psnr",
+    "ssim",
+)

@@ -1,0 +1,130 @@
+"""Trace-time argument checks shared by the public functions.
+
+Every check runs on static information (shapes, dtypes, Python numbers), so it
+raises while a function is being traced, never on values inside ``jit``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+WINDOWS = ("gaussian", "uniform")
+PADDINGS = ("valid", "same", "reflect")
+
+
+def compute_dtype(*dtypes) -> np.dtype:
+    """The floating dtype statistics are computed in: float64 stays, the rest is float32.
+
+    Half precision (bf16/f16) is promoted because E[x^2] - E[x]^2 cancels badly in
+    it; integers are promoted because images are usually uint8 with max_val=255.
+    """
+    if any(jnp.dtype(d) == jnp.float64 for d in dtypes):
+        return jnp.dtype(jnp.float64)
+    return jnp.dtype(jnp.float32)
+
+
+def as_float_pair(
+    predictions: ArrayLike, targets: ArrayLike, *, min_rank: int, what: str = "spatial_dims"
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Checks a prediction/target pair and returns both in the compute dtype."""
+    arrays = []
+    for name, value in (("predictions", predictions), ("targets", targets)):
+        if not hasattr(value, "dtype"):
+            value = np.asarray(value)
+        dtype = jnp.dtype(value.dtype)
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+            raise TypeError(
+                f"`{name}` must hold real floating-point or integer values, got dtype {dtype}."
+            )
+        arrays.append(value)
+    x, y = arrays
+    if tuple(x.shape) != tuple(y.shape):
+        raise ValueError(
+            f"`predictions` and `targets` must have the same shape, got {tuple(x.shape)} "
+            f"and {tuple(y.shape)}."
+        )
+    if x.ndim < min_rank:
+        raise ValueError(
+            f"`predictions` must have at least {min_rank} dimensions ({what}, then channels), "
+            f"got shape {tuple(x.shape)}."
+        )
+    dtype = compute_dtype(x.dtype, y.dtype)
+    return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+
+
+def check_positive(name: str, value, *, allow_none: bool = False, integer: bool = False):
+    """Positive Python numbers; arrays (possibly traced) pass through unchecked."""
+    if value is None:
+        if allow_none:
+            return
+        raise ValueError(f"`{name}` is required, got None.")
+    if isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number, got a bool ({value}).")
+    if integer:
+        if not isinstance(value, numbers.Integral):
+            raise TypeError(f"`{name}` must be an int, got {type(value).__name__} ({value!r}).")
+        if value <= 0:
+            raise ValueError(f"`{name}` must be a positive int, got {value}.")
+        return
+    if isinstance(value, numbers.Real):
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive finite number, got {value}.")
+        return
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        if not jnp.issubdtype(jnp.dtype(value.dtype), jnp.number):
+            raise TypeError(f"`{name}` must be numeric, got dtype {value.dtype}.")
+        return
+    raise TypeError(f"`{name}` must be a positive number, got {type(value).__name__} ({value!r}).")
+
+
+def check_nonnegative(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} ({value!r}).")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value}.")
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
+
+
+def check_spatial_dims(spatial_dims) -> None:
+    if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
+        raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {spatial_dims!r}.")
+
+
+def check_min_size(shape: tuple[int, ...], spatial_dims: int, min_size: int, why: str) -> None:
+    spatial = tuple(shape[-1 - spatial_dims : -1])
+    if any(s < min_size for s in spatial):
+        raise ValueError(
+            f"The spatial size of `predictions` must be at least {min_size} along every spatial "
+            f"axis ({why}), got spatial shape {spatial} in shape {tuple(shape)}."
+        )
+
+
+def broadcast_mask(mask: ArrayLike | None, shape: tuple[int, ...], dtype) -> jnp.ndarray | None:
+    """Checks that `mask` broadcasts to the image shape and returns it broadcast."""
+    if mask is None:
+        return None
+    if not hasattr(mask, "shape"):
+        mask = np.asarray(mask)
+    if not (
+        jnp.issubdtype(jnp.dtype(mask.dtype), jnp.number) or jnp.dtype(mask.dtype) == jnp.bool_
+    ):
+        raise TypeError(f"`mask` must be numeric or bool, got dtype {mask.dtype}.")
+    try:
+        out_shape = np.broadcast_shapes(tuple(mask.shape), tuple(shape))
+    except ValueError:
+        out_shape = None
+    if out_shape != tuple(shape):
+        raise ValueError(
+            f"`mask` must broadcast to the image shape {tuple(shape)} (e.g. [..., H, W, 1] or "
+            f"[..., H, W, C]), got shape {tuple(mask.shape)}."
+        )
+    return jnp.broadcast_to(jnp.asarray(mask, dtype), shape)
