@@ -1,0 +1,341 @@
+"""The training configuration: one documented object, validated before any work starts.
+
+Every field of :class:`Config` carries its help text in its metadata, so the command line
+(`train.py --help`) and the saved `config.json` are generated from this one definition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TASKS = ("denoise", "sr")
+GROUPS = ("body", "head")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One phase of the training schedule.
+
+    Attributes:
+      name: shown in the logs, the progress bar and `metrics.jsonl`.
+      fraction: share of the total steps spent in this phase; the fractions of all phases sum
+        to 1.
+      ssim_weight: weight of the structural term (``1 - SSIM`` or the preset's DSSIM form);
+        ``None`` keeps the loss preset's own weight.
+      mae_weight: weight of the absolute (MAE / L1) term; ``None`` keeps the preset's weight.
+      learning_rates: peak learning rate per parameter group (``body``, ``head``).
+      frozen: parameter groups that receive zero updates during this phase.
+    """
+
+    name: str
+    fraction: float
+    ssim_weight: float | None = None
+    mae_weight: float | None = None
+    learning_rates: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: {"body": 1e-3, "head": 1e-3}
+    )
+    frozen: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "fraction": self.fraction,
+            "ssim_weight": self.ssim_weight,
+            "mae_weight": self.mae_weight,
+            "learning_rates": dict(self.learning_rates),
+            "frozen": list(self.frozen),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Phase:
+        if not isinstance(d, Mapping):
+            raise ValueError(f"phases: each phase must be a JSON object, got {d!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(
+                f"phases: unknown phase field(s) {sorted(unknown)}; expected {sorted(known)}"
+            )
+        if "name" not in d or "fraction" not in d:
+            raise ValueError(f"phases: each phase needs 'name' and 'fraction', got {dict(d)!r}")
+        kw = dict(d)
+        if "learning_rates" in kw:
+            if not isinstance(kw["learning_rates"], Mapping):
+                raise ValueError(
+                    f"phases: learning_rates must map group -> rate, got {kw['learning_rates']!r}"
+                )
+            kw["learning_rates"] = dict(kw["learning_rates"])
+        if "frozen" in kw:
+            kw["frozen"] = tuple(kw["frozen"])
+        return cls(**kw)
+
+
+DEFAULT_PHASES = (
+    Phase(
+        name="mae",
+        fraction=0.3,
+        ssim_weight=0.0,
+        mae_weight=1.0,
+        learning_rates={"body": 2e-3, "head": 2e-3},
+    ),
+    Phase(
+        name="dssim_mae",
+        fraction=0.7,
+        learning_rates={"body": 5e-4, "head": 1e-3},
+    ),
+)
+
+
+def _f(default, help_text, **kw):
+    if isinstance(default, (list, dict, tuple)) and not isinstance(default, str):
+        return dataclasses.field(default_factory=lambda: default, metadata={"help": help_text})
+    return dataclasses.field(default=default, metadata={"help": help_text, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every hyperparameter of `train.py`; each field is also a command-line flag."""
+
+    # Task and model.
+    task: str = _f(
+        "denoise", "what to learn: 'denoise' (Gaussian noise) or 'sr' (super-resolution)"
+    )
+    noise_sigma: float = _f(
+        25.0, "denoise: noise standard deviation in 8-bit units (/255 on [0,1])"
+    )
+    scale: int = _f(2, "sr: upsampling factor (2, 3 or 4); also the border cropped for Y metrics")
+    features: int = _f(48, "model width: feature channels of every hidden convolution")
+    depth: int = _f(6, "model depth: number of convolutions (body + head), at least 2")
+    compute_dtype: str = _f(
+        "float32", "dtype of the model's convolutions (parameters stay float32)"
+    )
+    # Data.
+    data_dir: str = _f("", "folder of PNG/JPEG images (recursive); empty: scikit-image photos")
+    channels: int = _f(3, "image channels the model sees: 3 (RGB; grayscale is replicated) or 1")
+    num_eval_images: int = _f(2, "user folder: how many images (last in sorted order) to hold out")
+    eval_crop: int = _f(256, "held-out images are center-cropped to at most this size (pixels)")
+    batch_size: int = _f(16, "global batch size (split over devices)")
+    patch_size: int = _f(48, "training crop size in pixels (of the clean / high-resolution image)")
+    prefetch: int = _f(2, "batches prepared ahead by a background thread (0: none)")
+    # Loss and schedule.
+    preset: str = _f("seed-naive", "loss preset passed to dssim_mae_jax.make_loss")
+    loss_overrides: dict = _f({}, "JSON object of make_loss overrides, e.g. '{\"filter_size\": 7}'")
+    steps: int = _f(600, "total number of training steps (all phases)")
+    phases: tuple = _f(
+        tuple(p.to_dict() for p in DEFAULT_PHASES),
+        "JSON list of phases: name, fraction, ssim_weight, mae_weight, learning_rates, frozen",
+    )
+    warmup_fraction: float = _f(0.05, "share of each phase spent warming its learning rate up")
+    final_lr_fraction: float = _f(0.1, "cosine decay ends each phase at this share of its peak")
+    weight_decay: float = _f(0.0, "decoupled weight decay (AdamW), scaled by the learning rate")
+    grad_clip_norm: float = _f(1.0, "clip gradients to this global norm (0: no clipping)")
+    max_nonfinite: int = _f(10, "stop after this many consecutive steps with non-finite loss")
+    seed: int = _f(0, "seed of parameters, batches and noise (the whole run is a function of it)")
+    # Bookkeeping.
+    log_every: int = _f(25, "read metrics back from the device and log them every N steps")
+    checkpoint_every: int = _f(200, "save a checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = _f(3, "how many of the latest checkpoints to keep")
+    num_samples: int = _f(4, "held-out crops shown in samples.png")
+    progress_bar: bool = _f(True, "show a tqdm progress bar")
+    num_devices: int = _f(0, "data-parallel devices to use (0: all local devices)")
+    distributed: bool = _f(False, "call jax.distributed.initialize() first (multi-host runs)")
+
+    def __post_init__(self):
+        # Normalise the phases to a tuple of dicts so the config stays JSON-serialisable.
+        phases = self.phases
+        if isinstance(phases, str):
+            phases = json.loads(phases)
+        if not isinstance(phases, Sequence):
+            raise ValueError(f"phases: expected a list of phase objects, got {phases!r}")
+        norm = tuple((p if isinstance(p, Phase) else Phase.from_dict(p)).to_dict() for p in phases)
+        object.__setattr__(self, "phases", norm)
+        object.__setattr__(self, "loss_overrides", dict(self.loss_overrides))
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def phase_list(self) -> tuple[Phase, ...]:
+        return tuple(Phase.from_dict(p) for p in self.phases)
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["phases"] = [dict(p) for p in self.phases]
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config field(s): {sorted(unknown)}")
+        return cls(**d)
+
+    def validate(self) -> Config:
+        """Raises ``ValueError`` naming the first invalid field; returns ``self``."""
+        _validate(self)
+        return self
+
+
+def _require(cond: bool, field: str, got: Any, expected: str) -> None:
+    if not cond:
+        raise ValueError(f"config.{field}: got {got!r}, expected {expected}")
+
+
+def _validate(c: Config) -> None:
+    _require(c.task in TASKS, "task", c.task, f"one of {TASKS}")
+    _require(
+        math.isfinite(c.noise_sigma) and c.noise_sigma >= 0, "noise_sigma", c.noise_sigma, ">= 0"
+    )
+    _require(c.scale in (2, 3, 4), "scale", c.scale, "2, 3 or 4")
+    _require(c.features >= 1, "features", c.features, ">= 1")
+    _require(c.depth >= 2, "depth", c.depth, ">= 2 (at least one body and one head layer)")
+    _require(c.compute_dtype in DTYPES, "compute_dtype", c.compute_dtype, f"one of {DTYPES}")
+    _require(c.channels in (1, 3), "channels", c.channels, "1 or 3")
+    _require(c.num_eval_images >= 1, "num_eval_images", c.num_eval_images, ">= 1")
+    _require(c.batch_size >= 1, "batch_size", c.batch_size, ">= 1")
+    _require(c.patch_size >= 8, "patch_size", c.patch_size, ">= 8")
+    if c.task == "sr":
+        _require(
+            c.patch_size % c.scale == 0,
+            "patch_size",
+            c.patch_size,
+            f"a multiple of scale={c.scale} for task 'sr'",
+        )
+    _require(c.eval_crop >= c.patch_size // 2, "eval_crop", c.eval_crop, ">= patch_size / 2")
+    _require(c.prefetch >= 0, "prefetch", c.prefetch, ">= 0")
+    _require(isinstance(c.preset, str) and c.preset, "preset", c.preset, "a preset name")
+    _require(c.steps >= 1, "steps", c.steps, ">= 1")
+    _require(0 <= c.warmup_fraction < 1, "warmup_fraction", c.warmup_fraction, "in [0, 1)")
+    _require(0 <= c.final_lr_fraction <= 1, "final_lr_fraction", c.final_lr_fraction, "in [0, 1]")
+    _require(c.weight_decay >= 0, "weight_decay", c.weight_decay, ">= 0")
+    _require(c.grad_clip_norm >= 0, "grad_clip_norm", c.grad_clip_norm, ">= 0")
+    _require(c.max_nonfinite >= 1, "max_nonfinite", c.max_nonfinite, ">= 1")
+    _require(c.log_every >= 1, "log_every", c.log_every, ">= 1")
+    _require(c.checkpoint_every >= 1, "checkpoint_every", c.checkpoint_every, ">= 1")
+    _require(c.keep_checkpoints >= 1, "keep_checkpoints", c.keep_checkpoints, ">= 1")
+    _require(c.num_samples >= 0, "num_samples", c.num_samples, ">= 0")
+    _require(c.num_devices >= 0, "num_devices", c.num_devices, ">= 0")
+    _validate_phases(c)
+
+
+def _validate_phases(c: Config) -> None:
+    phases = c.phase_list
+    _require(len(phases) >= 1, "phases", c.phases, "at least one phase")
+    names = [p.name for p in phases]
+    _require(len(set(names)) == len(names), "phases", names, "distinct phase names")
+    total = 0.0
+    for p in phases:
+        where = f"phases[{p.name!r}]"
+        _require(
+            isinstance(p.fraction, (int, float)) and 0 < p.fraction <= 1,
+            f"{where}.fraction",
+            p.fraction,
+            "in (0, 1]",
+        )
+        total += p.fraction
+        for key in ("ssim_weight", "mae_weight"):
+            w = getattr(p, key)
+            _require(
+                w is None or (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0),
+                f"{where}.{key}",
+                w,
+                "null or a finite number >= 0",
+            )
+        _require(
+            set(p.learning_rates) == set(GROUPS),
+            f"{where}.learning_rates",
+            dict(p.learning_rates),
+            f"one rate for each group {GROUPS}",
+        )
+        for g, lr in p.learning_rates.items():
+            _require(
+                isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0,
+                f"{where}.learning_rates[{g!r}]",
+                lr,
+                "a finite number >= 0",
+            )
+        _require(
+            set(p.frozen) <= set(GROUPS), f"{where}.frozen", list(p.frozen), f"groups of {GROUPS}"
+        )
+    _require(
+        abs(total - 1.0) < 1e-6, "phases", [p.fraction for p in phases], "fractions summing to 1"
+    )
+    from ._schedules import phase_boundaries  # local: keeps _config importable on its own
+
+    starts = phase_boundaries(c)
+    ends = (*starts[1:], c.steps)
+    for p, s, e in zip(phases, starts, ends, strict=True):
+        _require(
+            e > s,
+            "steps",
+            c.steps,
+            f"enough steps for phase {p.name!r} (fraction {p.fraction}) to get at least one",
+        )
+
+
+# ---------------------------------------------------------------------- command line
+_FIELD_TYPES = {"float": float, "int": int, "str": str}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, defaults: Config | None = None) -> None:
+    """Adds one ``--flag`` per :class:`Config` field (``--batch-size`` for ``batch_size``)."""
+    defaults = defaults or Config()
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f.metadata.get("help", "")
+        if f.type == "bool":
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+        elif f.type in ("dict", "tuple"):
+            shown = json.dumps(list(default) if f.type == "tuple" else default)
+            parser.add_argument(
+                flag,
+                type=_json_arg(f.name),
+                default=None,
+                metavar="JSON",
+                help=f"{help_text} (default: {shown})",
+            )
+        else:
+            parser.add_argument(
+                flag,
+                type=_FIELD_TYPES[f.type],
+                default=default,
+                help=f"{help_text} (default: %(default)s)",
+            )
+
+
+def _json_arg(name):
+    def parse(text):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: invalid JSON: {e}")
+
+    return parse
+
+
+def config_from_args(args: argparse.Namespace, defaults: Config | None = None) -> Config:
+    """Builds (and validates) a :class:`Config` from parsed command-line arguments."""
+    defaults = defaults or Config()
+    values = {}
+    for f in dataclasses.fields(Config):
+        v = getattr(args, f.name)
+        values[f.name] = getattr(defaults, f.name) if v is None else v
+    if isinstance(values["loss_overrides"], Mapping) is False:
+        raise ValueError(
+            f"config.loss_overrides: got {values['loss_overrides']!r}, expected a JSON object"
+        )
+    return Config(**values).validate()
