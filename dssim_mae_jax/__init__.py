@@ -9,15 +9,25 @@ checkpoints) lives in the subpackage ``dssim_mae_jax.training`` so that
 importing the metrics stays light.
 """
 
+from dssim_mae_jax._balance import BalanceState, init_balance_state, make_balanced_loss
+from dssim_mae_jax._losses import dssim_mae_loss, make_loss
 from dssim_mae_jax._metrics import mae, psnr
+from dssim_mae_jax._presets import PRESETS, LossConfig
 from dssim_mae_jax._ssim import MS_SSIM_WEIGHTS, dssim, ms_ssim, ssim
 
 __version__ = "0.1.0"
 
 __all__ = (
     "MS_SSIM_WEIGHTS",
+    "PRESETS",
+    "BalanceState",
+    "LossConfig",
     "dssim",
+    "dssim_mae_loss",
+    "init_balance_state",
     "mae",
+    "make_balanced_loss",
+    "make_loss",
     "ms_ssim",
     "psnr",
     "ssim",

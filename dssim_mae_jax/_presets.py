@@ -1,0 +1,203 @@
+"""Loss configuration and the named DSSIM+MAE recipes (presets).
+
+A :class:`LossConfig` is a frozen, hashable description of one DSSIM+MAE loss;
+``PRESETS`` maps the recipes users ask for by name to such configs. The
+configs are validated when they are built, so a bad option fails before any
+tracing starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import types
+
+from dssim_mae_jax import _validation
+from dssim_mae_jax._ssim import MS_SSIM_WEIGHTS
+
+STRUCTURES = ("ssim", "ms_ssim")
+DSSIM_FORMS = ("half", "full")
+MAE_WEIGHTINGS = ("mean", "gaussian")
+REDUCTIONS = ("none", "mean", "sum")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Everything that defines one DSSIM+MAE loss.
+
+    The per-image loss is ``w_structural * D + w_absolute * M`` where
+
+    * ``D`` is the structural term: ``(1 - S) / 2`` (``dssim_form="half"``) or
+      ``1 - S`` (``"full"``), ``S`` being SSIM or MS-SSIM (``structure``);
+      with ``clip`` it is clipped to its range ([0, 1] for ``"half"``, [0, 2]
+      for ``"full"``);
+    * ``M`` is the mean absolute error, divided by ``max_val`` when
+      ``normalize_mae`` (so it is on the [0, 1] scale of ``D`` whatever the
+      data range); with ``mae_weighting="gaussian"`` the absolute error is
+      seen through the Gaussian window of the coarsest SSIM scale (Zhao et al.).
+
+    With ``per_pixel`` both terms are combined per pixel on the SSIM map's
+    grid and then averaged over pixels and channels (monodepth2); the
+    per-image loss is then the mean of the loss map.
+
+    Attributes:
+      w_structural: weight of the structural term ``D`` (>= 0).
+      w_absolute: weight of the absolute term ``M`` (>= 0).
+      structure: ``"ssim"`` or ``"ms_ssim"``.
+      dssim_form: ``"half"`` for ``(1 - S) / 2`` or ``"full"`` for ``1 - S``.
+      max_val: the data range ``L`` (1.0 for [0, 1] data, 255 for 8-bit data);
+        sets SSIM's constants and, with ``normalize_mae``, divides the MAE.
+      normalize_mae: divide the MAE by ``max_val``.
+      clip: clip ``D`` (per pixel with ``per_pixel``, else per image) to its range.
+      per_pixel: combine the DSSIM map and the ``|x - y|`` map per pixel, then
+        average (needs ``structure="ssim"``).
+      mae_weighting: ``"mean"`` (plain mean of ``|x - y|``) or ``"gaussian"``
+        (the mean over window positions of ``|x - y|`` weighted by the Gaussian
+        of the coarsest scale; see :func:`dssim_mae_jax.dssim_mae_loss`).
+      filter_size: SSIM window size in taps.
+      filter_sigma: SSIM Gaussian window standard deviation.
+      k1: SSIM luminance constant.
+      k2: SSIM contrast constant.
+      window: ``"gaussian"`` or ``"uniform"``.
+      padding: ``"valid"``, ``"same"`` (zero) or ``"reflect"``.
+      spatial_dims: spatial axes before the channel axis (1, 2 or 3).
+      power_factors: MS-SSIM scale weights (``structure="ms_ssim"`` only).
+      reduction: ``"none"`` (per-image loss, the default), ``"mean"`` or
+        ``"sum"`` over the batch (the ``aux`` values stay per image).
+      return_map: return the per-pixel loss map instead of the per-image loss
+        (needs ``structure="ssim"`` and ``mae_weighting="mean"``).
+
+    Raises:
+      ValueError: an option outside its allowed values or a combination that
+        is not supported; the message names the field.
+      TypeError: an option of the wrong type.
+
+    Examples:
+      >>> from dssim_mae_jax import LossConfig
+      >>> LossConfig(w_structural=0.8, w_absolute=0.2, dssim_form="full").structure
+      'ssim'
+    """
+
+    w_structural: float = 0.84
+    w_absolute: float = 0.16
+    structure: str = "ssim"
+    dssim_form: str = "half"
+    max_val: float = 1.0
+    normalize_mae: bool = True
+    clip: bool = False
+    per_pixel: bool = False
+    mae_weighting: str = "mean"
+    filter_size: int = 11
+    filter_sigma: float = 1.5
+    k1: float = 0.01
+    k2: float = 0.03
+    window: str = "gaussian"
+    padding: str = "valid"
+    spatial_dims: int = 2
+    power_factors: tuple[float, ...] = MS_SSIM_WEIGHTS
+    reduction: str = "none"
+    return_map: bool = False
+
+    def __post_init__(self):
+        _validation.check_nonnegative("w_structural", self.w_structural)
+        _validation.check_nonnegative("w_absolute", self.w_absolute)
+        _validation.check_choice("structure", self.structure, STRUCTURES)
+        _validation.check_choice("dssim_form", self.dssim_form, DSSIM_FORMS)
+        _validation.check_choice("mae_weighting", self.mae_weighting, MAE_WEIGHTINGS)
+        _validation.check_choice("reduction", self.reduction, REDUCTIONS)
+        _validation.check_choice("window", self.window, _validation.WINDOWS)
+        _validation.check_choice("padding", self.padding, _validation.PADDINGS)
+        _validation.check_spatial_dims(self.spatial_dims)
+        _validation.check_positive("max_val", self.max_val)
+        _validation.check_positive("filter_size", self.filter_size, integer=True)
+        _validation.check_positive("filter_sigma", self.filter_sigma)
+        _validation.check_nonnegative("k1", self.k1)
+        _validation.check_nonnegative("k2", self.k2)
+        for name in ("normalize_mae", "clip", "per_pixel", "return_map"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
+        factors = self.power_factors
+        if (
+            not isinstance(factors, tuple | list)
+            or not factors
+            or not all(isinstance(f, numbers.Real) and f >= 0 for f in factors)
+        ):
+            raise ValueError(
+                f"`power_factors` must be a non-empty sequence of numbers >= 0, got {factors!r}."
+            )
+        # Lists are accepted for convenience but stored as tuples: configs stay hashable.
+        object.__setattr__(self, "power_factors", tuple(float(f) for f in factors))
+        if self.structure == "ms_ssim":
+            for name, value, needed in (
+                ("window", self.window, "gaussian"),
+                ("padding", self.padding, "valid"),
+                ("spatial_dims", self.spatial_dims, 2),
+                ("per_pixel", self.per_pixel, False),
+                ("return_map", self.return_map, False),
+            ):
+                if value != needed:
+                    raise ValueError(
+                        f"`{name}`={value!r} is not supported with structure='ms_ssim' "
+                        f"(MS-SSIM is a per-image product over scales with valid Gaussian "
+                        f"statistics); use {name}={needed!r} or structure='ssim'."
+                    )
+        if (self.per_pixel or self.return_map) and self.mae_weighting != "mean":
+            raise ValueError(
+                f"`mae_weighting`={self.mae_weighting!r} needs per-image terms; per_pixel and "
+                "return_map combine the |x - y| map as is (use mae_weighting='mean')."
+            )
+
+    @property
+    def levels(self) -> int:
+        """Number of scales of the structural term (1 for SSIM)."""
+        return len(self.power_factors) if self.structure == "ms_ssim" else 1
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(LossConfig))
+
+
+def check_fields(names, what: str) -> None:
+    """Raises if any of `names` is not a LossConfig field, listing the valid ones."""
+    unknown = sorted(set(names) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown {what} {unknown}; valid LossConfig fields are {sorted(FIELDS)}.")
+
+
+# The recipes, each with its source. Weights are the authors' own.
+PRESETS: types.MappingProxyType[str, LossConfig] = types.MappingProxyType(
+    {
+        # Keras/TF loss users start from: 0.8 * (1 - tf.image.ssim) + 0.2 * MAE on [0, 1].
+        "seed-naive": LossConfig(w_structural=0.8, w_absolute=0.2, dssim_form="full", max_val=1.0),
+        # The "normalised" PyTorch variant for 8-bit data: 0.5*(1 - SSIM) + 0.5*MAE/255.
+        "seed-normalized": LossConfig(
+            w_structural=0.5, w_absolute=0.5, dssim_form="full", max_val=255.0
+        ),
+        # Kerbl et al. 2023: (1 - lambda) * L1 + lambda * (1 - SSIM), lambda = 0.2,
+        # SSIM from an 11x11 Gaussian with zero "same" padding, mean over the full map.
+        "gaussian-splatting": LossConfig(
+            w_structural=0.2, w_absolute=0.8, dssim_form="full", max_val=1.0, padding="same"
+        ),
+        # Godard et al. 2019: per pixel 0.85 * clip((1 - SSIM)/2, 0, 1) + 0.15 * |x - y|,
+        # SSIM from 3x3 box statistics with reflect padding; then the mean.
+        "monodepth2": LossConfig(
+            w_structural=0.85,
+            w_absolute=0.15,
+            dssim_form="half",
+            max_val=1.0,
+            clip=True,
+            per_pixel=True,
+            window="uniform",
+            filter_size=3,
+            padding="reflect",
+        ),
+        # Zhao et al. 2017: 0.84 * (1 - MS-SSIM) + 0.16 * G_{sigma_M} * L1.
+        "zhao-mix": LossConfig(
+            w_structural=0.84,
+            w_absolute=0.16,
+            structure="ms_ssim",
+            dssim_form="full",
+            max_val=1.0,
+            mae_weighting="gaussian",
+        ),
+    }
+)
