@@ -40,58 +40,67 @@ def _pad(spec: _Spec, x: jnp.ndarray, constant: float = 0.0) -> jnp.ndarray:
 
 
 def _moments(spec: _Spec, x, y, mask):
-    """Local means and second moments of the (padded, shifted) images.
+    """The four local moment maps SSIM needs, from the padded, shifted images.
 
-    The images are shifted by a per-image, per-channel constant before the
-    second moments are formed: variances and covariance do not change, but
-    E[x^2] - E[x]^2 no longer cancels catastrophically in float32.
+    Moments: the means ``mx``, ``my`` of the shifted images, ``E[x^2 + y^2]``
+    and ``E[(x - y)^2]``. With them ``B2 - A2 = var(x - y)`` and
+    ``B1 - A1 = (mu_x - mu_y)^2`` are formed directly, so both vanish exactly
+    for identical images (SSIM exactly 1, gradient exactly 0, whatever FMA
+    contraction the compiler applies), and the dissimilarity of similar images
+    is not lost to cancellation. One filtering fewer than the textbook five.
+
+    The images are shifted by a per-image, per-channel constant first:
+    (co)variances do not change, but ``E[x^2] - E[x]^2`` no longer cancels
+    catastrophically in float32.
     """
     axes = spec.axes
     shift = lax.stop_gradient(0.5 * jnp.mean(x + y, axis=axes, keepdims=True))
     xp = _pad(spec, x) - shift
     yp = _pad(spec, y) - shift
+    dp = xp - yp
     filt = functools.partial(_filters.filter_valid, taps=spec.taps, axes=axes)
     if mask is None:
         mp = inv_w = None
-        mx, my = filt(xp), filt(yp)
-        exx, eyy, exy = filt(xp * xp), filt(yp * yp), filt(xp * yp)
+        moments = (filt(xp), filt(yp), filt(xp * xp + yp * yp), filt(dp * dp))
     else:
         # "same" treats the zero padding as data, so the padded mask is one there;
         # with an all-ones mask the result is then exactly the unmasked one.
         mp = _pad(spec, mask, constant=1.0)
-        xm, ym = mp * xp, mp * yp
         w = filt(mp)
         ok = w > _MIN_SUPPORT
+        # Positions that see no valid pixel get zero moments (and SSIM 1).
         inv_w = jnp.where(ok, 1.0 / jnp.where(ok, w, 1.0), 0.0)
-        mx, my = filt(xm) * inv_w, filt(ym) * inv_w
-        exx, eyy, exy = filt(xm * xp) * inv_w, filt(ym * yp) * inv_w, filt(xm * yp) * inv_w
-    return (xp, yp, mp, inv_w, shift), (mx, my, exx, eyy, exy)
+        moments = tuple(filt(mp * v) * inv_w for v in (xp, yp, xp * xp + yp * yp, dp * dp))
+    return (xp, yp, dp, mp, inv_w, shift), moments
 
 
 def _maps(moments, shift, c1, c2):
     """SSIM and contrast-structure maps plus the terms their gradient needs."""
-    mx, my, exx, eyy, exy = moments
+    mx, my, e_sum, e_diff = moments
     mu_x, mu_y = mx + shift, my + shift
-    a1 = 2.0 * (mu_x * mu_y) + c1
+    dm = mx - my
+    dl = dm * dm  # (mu_x - mu_y)^2 = B1 - A1
+    vd = e_diff - dl  # var(x - y) = B2 - A2
     b1 = mu_x * mu_x + mu_y * mu_y + c1
-    a2 = 2.0 * (exy - mx * my) + c2
-    b2 = (exx - mx * mx) + (eyy - my * my) + c2
+    b2 = (e_sum - mx * mx - my * my) + c2
+    a1 = b1 - dl
+    a2 = b2 - vd
     d = b1 * b2
     s = (a1 * a2) / d
     cs = a2 / b2
-    return s, cs, (mu_x, mu_y, a1, b1, a2, b2, d)
+    return s, cs, (mu_x, mu_y, dm, dl, vd, a1, b1, a2, b2, d)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _ssim_cs_maps(spec: _Spec, x, y, mask, c1, c2):
     """(SSIM map, contrast-structure map), each [..., *out_spatial, C]."""
-    (_, _, _, _, shift), moments = _moments(spec, x, y, mask)
+    (*_, shift), moments = _moments(spec, x, y, mask)
     s, cs, _ = _maps(moments, shift, c1, c2)
     return s, cs
 
 
 def _ssim_cs_maps_fwd(spec, x, y, mask, c1, c2):
-    # Save only the inputs: the backward pass recomputes the five moment maps,
+    # Save only the inputs: the backward pass recomputes the four moment maps,
     # which costs less memory than keeping them and little extra time.
     return _ssim_cs_maps(spec, x, y, mask, c1, c2), (x, y, mask, c1, c2)
 
@@ -99,30 +108,29 @@ def _ssim_cs_maps_fwd(spec, x, y, mask, c1, c2):
 def _ssim_cs_maps_bwd(spec, residuals, cotangents):
     x, y, mask, c1, c2 = residuals
     gs, gc = cotangents
-    (xp, yp, mp, inv_w, shift), moments = _moments(spec, x, y, mask)
-    s, cs, (mu_x, mu_y, a1, b1, a2, b2, d) = _maps(moments, shift, c1, c2)
+    (xp, yp, dp, mp, inv_w, shift), moments = _moments(spec, x, y, mask)
+    _, _, (mu_x, mu_y, dm, dl, vd, a1, b1, a2, b2, d) = _maps(moments, shift, c1, c2)
     mx, my = moments[0], moments[1]
 
-    # Derivatives w.r.t. the local moments (DOMAIN.md section 5, with the means
-    # split into shifted `mx` and absolute `mu_x`). The groupings make every term
-    # cancel exactly when x == y, so identical images get an exactly zero gradient.
-    sb1, sb2 = s * b1, s * b2
-    ds_dmx = 2.0 * ((mu_y * a2 - mu_x * sb2) + (mx * sb1 - my * a1)) / d
-    ds_dmy = 2.0 * ((mu_x * a2 - mu_y * sb2) + (my * sb1 - mx * a1)) / d
-    inv_b2 = 1.0 / b2
-    dmx = gs * ds_dmx + gc * (2.0 * (mx * cs - my) * inv_b2)
-    dmy = gs * ds_dmy + gc * (2.0 * (my * cs - mx) * inv_b2)
-    # d/dE[x^2] = -cs * q and d/dE[xy] = 2 q for both maps.
-    q = gs * (a1 / d) + gc * inv_b2
-    dexx = -cs * q
-    dexy = 2.0 * q
+    # Derivatives of gs * S + gc * cs w.r.t. the four moments (DOMAIN.md
+    # section 5, rewritten in terms of dm = mu_x - mu_y, dl = dm^2 and
+    # vd = var(x - y)). Every term carries a factor that is exactly zero when
+    # x == y, so identical images get an exactly zero gradient.
+    q = gs * (a1 / d) + gc / b2
+    r = vd / b2
+    s_lum = gs * (a2 / d)
+    d_mx = 2.0 * (s_lum * (mu_x * dl / b1 - dm) + (dm - mx * r) * q)
+    d_my = 2.0 * (s_lum * (mu_y * dl / b1 + dm) - (dm + my * r) * q)
+    d_sum = r * q
+    d_diff = -q
 
     if inv_w is not None:
-        dmx, dmy, dexx, dexy = dmx * inv_w, dmy * inv_w, dexx * inv_w, dexy * inv_w
+        d_mx, d_my, d_sum, d_diff = d_mx * inv_w, d_my * inv_w, d_sum * inv_w, d_diff * inv_w
     filt_t = functools.partial(_filters.filter_valid_transpose, taps=spec.taps, axes=spec.axes)
-    f_mx, f_my, f_xx, f_xy = filt_t(dmx), filt_t(dmy), filt_t(dexx), filt_t(dexy)
-    gxp = f_mx + (2.0 * xp) * f_xx + yp * f_xy
-    gyp = f_my + (2.0 * yp) * f_xx + xp * f_xy
+    f_sum = filt_t(d_sum)
+    f_diff = 2.0 * dp * filt_t(d_diff)
+    gxp = filt_t(d_mx) + 2.0 * xp * f_sum + f_diff
+    gyp = filt_t(d_my) + 2.0 * yp * f_sum - f_diff
     if mp is not None:
         gxp, gyp = mp * gxp, mp * gyp
     # The padding is linear; its adjoint folds border contributions back.
@@ -146,14 +154,20 @@ def _constants(max_val, k1, k2, dtype):
     return (k1 * max_val) ** 2, (k2 * max_val) ** 2
 
 
-def _weighted_mean(values, weights, axes):
-    """Mean over `axes`, weighted; an all-zero weight gives 1 (a perfect score)."""
+def _mean_deficit(values, weights, axes):
+    """Weighted mean of ``1 - values`` over `axes`; all-zero weights give 0.
+
+    Averaging the deficit instead of the values keeps a map of exact ones at
+    exactly 1 (XLA may divide by multiplying with a rounded reciprocal) and
+    keeps the precision of small dissimilarities.
+    """
+    deficit = 1.0 - values
     if weights is None:
-        return jnp.mean(values, axis=axes)
+        return jnp.mean(deficit, axis=axes)
     total = jnp.sum(weights, axis=axes)
     has = total > 0
-    mean = jnp.sum(values * weights, axis=axes) / jnp.where(has, total, 1.0)
-    return jnp.where(has, mean, 1.0)
+    mean = jnp.sum(deficit * weights, axis=axes) / jnp.where(has, total, 1.0)
+    return jnp.where(has, mean, 0.0)
 
 
 def _center_weights(spec: _Spec, mask):
@@ -267,24 +281,41 @@ def ssim(
       assessment: from error visibility to structural similarity", IEEE TIP 13(4),
       2004. Default semantics match ``tf.image.ssim`` and ``dm_pix.ssim``.
     """
-    _validation.check_spatial_dims(spatial_dims)
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
-    spec, mask, c1, c2 = _prepare(
-        x,
-        max_val=max_val,
-        filter_size=filter_size,
-        filter_sigma=filter_sigma,
-        k1=k1,
-        k2=k2,
-        window=window,
-        padding=padding,
-        spatial_dims=spatial_dims,
-        mask=mask,
-    )
-    s_map, _ = _ssim_cs_maps(spec, x, y, mask, c1, c2)
+    spec, s_map, mask = _ssim_map(predictions, targets, **_options(locals()))
     if return_map:
         return s_map
-    per_channel = _weighted_mean(s_map, _center_weights(spec, mask), spec.axes)
+    return 1.0 - _per_image_deficit(spec, s_map, mask)
+
+
+_OPTION_NAMES = (
+    "max_val",
+    "filter_size",
+    "filter_sigma",
+    "k1",
+    "k2",
+    "window",
+    "padding",
+    "spatial_dims",
+    "mask",
+)
+
+
+def _options(namespace: dict) -> dict:
+    return {name: namespace[name] for name in _OPTION_NAMES}
+
+
+def _ssim_map(predictions, targets, *, spatial_dims, **options):
+    """Validates the inputs and returns (spec, SSIM map, broadcast mask)."""
+    _validation.check_spatial_dims(spatial_dims)
+    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
+    spec, mask, c1, c2 = _prepare(x, spatial_dims=spatial_dims, **options)
+    s_map, _ = _ssim_cs_maps(spec, x, y, mask, c1, c2)
+    return spec, s_map, mask
+
+
+def _per_image_deficit(spec: _Spec, s_map, mask):
+    """Mean of ``1 - SSIM`` per image: over positions, then channels."""
+    per_channel = _mean_deficit(s_map, _center_weights(spec, mask), spec.axes)
     return jnp.mean(per_channel, axis=-1)
 
 
@@ -352,21 +383,10 @@ def dssim(
       Z. Wang et al., IEEE TIP 2004 (SSIM); C. Godard et al., "Digging into
       self-supervised monocular depth estimation", ICCV 2019 (this DSSIM form).
     """
-    s = ssim(
-        predictions,
-        targets,
-        max_val=max_val,
-        filter_size=filter_size,
-        filter_sigma=filter_sigma,
-        k1=k1,
-        k2=k2,
-        window=window,
-        padding=padding,
-        spatial_dims=spatial_dims,
-        mask=mask,
-        return_map=return_map,
-    )
-    return (1.0 - s) / 2.0
+    spec, s_map, mask = _ssim_map(predictions, targets, **_options(locals()))
+    if return_map:
+        return (1.0 - s_map) / 2.0
+    return _per_image_deficit(spec, s_map, mask) / 2.0
 
 
 @jax.custom_jvp
@@ -449,7 +469,7 @@ def ms_ssim(
       >>> from dssim_mae_jax import ms_ssim
       >>> x = jnp.linspace(0.0, 1.0, 161 * 161).reshape(161, 161, 1)
       >>> round(float(ms_ssim(x, x, max_val=1.0)), 4)
-      1.0001
+      1.0
 
     References:
       Z. Wang, E. P. Simoncelli and A. C. Bovik, "Multiscale structural
@@ -487,8 +507,8 @@ def ms_ssim(
             x, y = _downsample2x(x), _downsample2x(y)
         s_map, cs_map = _ssim_cs_maps(spec, x, y, None, c1, c2)
         term_map = s_map if level == levels - 1 else cs_map
-        terms.append(jnp.mean(term_map, axis=spec.axes))
+        terms.append(1.0 - _mean_deficit(term_map, None, spec.axes))
     stacked = jnp.stack(terms, axis=-1)
-    weights = jnp.asarray(power_factors, stacked.dtype)
+    weights = jnp.asarray(power_factors, stacked.dtype).reshape((1,) * (stacked.ndim - 1) + (-1,))
     per_channel = jnp.prod(_relu_pow(stacked, weights), axis=-1)
-    return jnp.mean(per_channel, axis=-1)
+    return 1.0 - jnp.mean(1.0 - per_channel, axis=-1)
