@@ -87,7 +87,7 @@ def _mae_term(cfg: LossConfig, x, y, mask):
         x.shape, cfg.spatial_dims, size, f"the Gaussian MAE weighting spans {size} pixels"
     )
     w = jnp.asarray(_gaussian_mae_weights(spatial, size, cfg.filter_sigma * factor), x.dtype)
-    w = w[..., None]
+    w = jnp.broadcast_to(w[..., None], x.shape)
     if mask is not None:
         w = w * mask
     value = _weighted_mean(jnp.abs(x - y), w, _image_axes(cfg.spatial_dims), 0.0)
