@@ -81,9 +81,11 @@ def _maps(moments, shift, c1, c2):
     dm = mx - my
     dl = dm * dm  # (mu_x - mu_y)^2 = B1 - A1
     vd = e_diff - dl  # var(x - y) = B2 - A2
-    b1 = mu_x * mu_x + mu_y * mu_y + c1
+    # A1 directly (it is tiny for very different means, where B1 - dl would
+    # cancel); B1 = A1 + dl is then exactly A1 for identical images.
+    a1 = 2.0 * (mu_x * mu_y) + c1
+    b1 = a1 + dl
     b2 = (e_sum - mx * mx - my * my) + c2
-    a1 = b1 - dl
     a2 = b2 - vd
     d = b1 * b2
     s = (a1 * a2) / d
