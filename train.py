@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--workdir", default="runs/default", help="output and checkpoint folder (default: %(default)s)"
+        "--workdir",
+        default="runs/default",
+        help="output and checkpoint folder (default: %(default)s)",
     )
     training.add_config_arguments(parser)
     args = parser.parse_args(argv)
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(ev, indent=2, sort_keys=True))
     gain = ev["model"]["psnr"] - ev["input"]["psnr"]
-    print(f"PSNR gain over the {'noisy' if config.task == 'denoise' else 'bicubic'} input: {gain:+.2f} dB")
+    baseline = "noisy" if config.task == "denoise" else "bicubic"
+    print(f"PSNR gain over the {baseline} input: {gain:+.2f} dB")
     return 0
 
 

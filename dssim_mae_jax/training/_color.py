@@ -29,7 +29,7 @@ def rgb_to_y(images: jax.typing.ArrayLike) -> jax.Array:
         return x
     if x.shape[-1] != 3:
         raise ValueError(f"images: expected 1 or 3 channels in the last axis, got shape {x.shape}")
-    w = jnp.asarray(_BT601, jnp.float32)
+    w = jnp.asarray(_BT601, jnp.float32).reshape((1,) * (x.ndim - 1) + (3,))
     y = 16.0 + jnp.sum(x * w, axis=-1, keepdims=True)
     return y / 255.0
 

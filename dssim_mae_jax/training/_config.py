@@ -92,10 +92,8 @@ DEFAULT_PHASES = (
 )
 
 
-def _f(default, help_text, **kw):
-    if isinstance(default, (list, dict, tuple)) and not isinstance(default, str):
-        return dataclasses.field(default_factory=lambda: default, metadata={"help": help_text})
-    return dataclasses.field(default=default, metadata={"help": help_text, **kw})
+def _f(default, help_text):
+    return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,11 +123,17 @@ class Config:
     prefetch: int = _f(2, "batches prepared ahead by a background thread (0: none)")
     # Loss and schedule.
     preset: str = _f("seed-naive", "loss preset passed to dssim_mae_jax.make_loss")
-    loss_overrides: dict = _f({}, "JSON object of make_loss overrides, e.g. '{\"filter_size\": 7}'")
+    loss_overrides: dict = dataclasses.field(
+        default_factory=dict,
+        metadata={"help": "JSON object of make_loss overrides, e.g. '{\"filter_size\": 7}'"},
+    )
     steps: int = _f(600, "total number of training steps (all phases)")
-    phases: tuple = _f(
-        tuple(p.to_dict() for p in DEFAULT_PHASES),
-        "JSON list of phases: name, fraction, ssim_weight, mae_weight, learning_rates, frozen",
+    phases: tuple = dataclasses.field(
+        default=tuple(p.to_dict() for p in DEFAULT_PHASES),
+        metadata={
+            "help": "JSON list of phases: name, fraction, ssim_weight, mae_weight, "
+            "learning_rates, frozen"
+        },
     )
     warmup_fraction: float = _f(0.05, "share of each phase spent warming its learning rate up")
     final_lr_fraction: float = _f(0.1, "cosine decay ends each phase at this share of its peak")
@@ -322,7 +326,9 @@ def _json_arg(name):
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
-            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: invalid JSON: {e}")
+            raise argparse.ArgumentTypeError(
+                f"--{name.replace('_', '-')}: invalid JSON: {e}"
+            ) from e
 
     return parse
 

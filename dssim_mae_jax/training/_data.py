@@ -114,7 +114,7 @@ def load_dataset(config: Config) -> Dataset:
     for p in paths:
         try:
             img = to_channels(_load_file(p), config.channels)
-        except Exception as e:  # noqa: BLE001 - any decoder failure means "unreadable"
+        except Exception as e:  # any decoder failure means "unreadable"
             skipped.append(f"{p} ({type(e).__name__}: {e})")
             continue
         if min(img.shape[:2]) < min_side:
@@ -204,7 +204,7 @@ class Prefetcher:
         while step < self._stop and not self._halt.is_set():
             try:
                 item = (step, self._make(step), None)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            except BaseException as e:  # re-raised in the consumer
                 item = (step, None, e)
             while not self._halt.is_set():
                 try:

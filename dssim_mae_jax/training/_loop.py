@@ -135,10 +135,10 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
     config.validate()
     if config.distributed:
         jax.distributed.initialize()
-    _check_resumable(config, workdir)
-    dataset = load_dataset(config)
     loss_fn, weights = build_loss(config)
     mesh = make_mesh(config)
+    _check_resumable(config, workdir)
+    dataset = load_dataset(config)
     chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     if chief:
@@ -197,8 +197,11 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
     last_log_time, last_log_step = time.perf_counter(), start
     t_start = time.perf_counter()
     bar = tqdm(
-        total=config.steps, initial=start, disable=not (config.progress_bar and chief),
-        dynamic_ncols=True, unit="step",
+        total=config.steps,
+        initial=start,
+        disable=not (config.progress_bar and chief),
+        dynamic_ncols=True,
+        unit="step",
     )
     loader = Prefetcher(make_batch, start, config.steps, config.prefetch)
     step = start
@@ -221,7 +224,9 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
                     for k in (*[f"lr_{g}" for g in GROUPS], "w_ssim", "w_mae"):
                         record[k] = float(host[-1][k])
                     record["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
-                    record["steps_per_second"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                    record["steps_per_second"] = (step - last_log_step) / max(
+                        now - last_log_time, 1e-9
+                    )
                     last_log_time, last_log_step = now, step
                     records.append(record)
                     if chief:
@@ -233,7 +238,8 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
                         writer.add_text("train/phase", record["phase"], step)
                     bar.set_description(record["phase"])
                     bar.set_postfix(
-                        loss=f"{record['loss']:.4f}", psnr=f"{record['psnr']:.2f}",
+                        loss=f"{record['loss']:.4f}",
+                        psnr=f"{record['psnr']:.2f}",
                         ssim=f"{record['ssim']:.3f}",
                     )
                     nonfinite = int(host[-1]["nonfinite"])
@@ -289,7 +295,5 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
         names = [(s, p.name) for s, p in zip(starts, phases, strict=True)]
         _plots.plot_curves(records, names, os.path.join(workdir, "curves.png"))
         if config.num_samples:
-            _plots.plot_samples(
-                shown, os.path.join(workdir, "samples.png"), num=config.num_samples
-            )
+            _plots.plot_samples(shown, os.path.join(workdir, "samples.png"), num=config.num_samples)
     return result

@@ -18,9 +18,7 @@ def _figure(width, height):
     return fig
 
 
-def plot_curves(
-    records: Sequence[dict], boundaries: Sequence[tuple[int, str]], path: str
-) -> None:
+def plot_curves(records: Sequence[dict], boundaries: Sequence[tuple[int, str]], path: str) -> None:
     """Loss terms, quality and learning rates against the step; dashed lines at phase starts."""
     fig = _figure(12, 3.6)
     axes = fig.subplots(1, 3)
@@ -37,14 +35,20 @@ def plot_curves(
         for start, name in boundaries:
             ax.axvline(start, color="gray", linestyle="--", linewidth=0.8)
             ax.annotate(
-                name, (start, 1.0), xycoords=("data", "axes fraction"),
-                fontsize=7, color="gray", rotation=90, va="top", ha="right",
+                name,
+                (start, 1.0),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="gray",
+                rotation=90,
+                va="top",
+                ha="right",
             )
         if logy:
             ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left" if title.startswith("training") else "best")
     if records and "ssim" in records[0]:
         twin = axes[1].twinx()
         twin.plot(steps, [r["ssim"] for r in records], color="tab:orange", label="SSIM")
@@ -71,7 +75,9 @@ def plot_samples(
         h, w = images[2].shape[:2]
         c = min(crop, h, w)
         top, left = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
-        for col, (img, title) in enumerate(zip(images, ("degraded", "restored", "clean"), strict=True)):
+        for col, (img, title) in enumerate(
+            zip(images, ("degraded", "restored", "clean"), strict=True)
+        ):
             patch = np.clip(img[top : top + c, left : left + c], 0.0, 1.0)
             ax = axes[row, col]
             if patch.shape[-1] == 1:

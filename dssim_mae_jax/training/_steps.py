@@ -89,27 +89,28 @@ def create_train_state(config: Config) -> tuple[TrainState, ModelDef, optax.Grad
     return state, model_def, tx
 
 
-def preset_weights(loss_config) -> dict[str, float]:
-    """The structural and absolute weights a loss preset / config uses by default."""
-    for s_name, a_name in (
-        ("w_structural", "w_absolute"),
-        ("ssim_weight", "mae_weight"),
-        ("structural_weight", "absolute_weight"),
-    ):
-        if hasattr(loss_config, s_name) and hasattr(loss_config, a_name):
-            return {"ssim": float(getattr(loss_config, s_name)), "mae": float(getattr(loss_config, a_name))}
-    raise TypeError(f"cannot read the structural/absolute weights of loss config {loss_config!r}")
+def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
+    """`make_loss(config.preset, max_val=1.0, **config.loss_overrides)` and its weights.
 
-
-def build_loss(config: Config):
-    """`make_loss(config.preset, **config.loss_overrides)` and its preset weights."""
-    loss_fn = dmj.make_loss(config.preset, **config.loss_overrides)
-    cfg = getattr(loss_fn, "config", None)
-    if cfg is None:
-        cfg = dmj.PRESETS[config.preset]
-        if config.loss_overrides:
-            cfg = dmj.LossConfig(**{**cfg.__dict__, **config.loss_overrides})
-    return loss_fn, preset_weights(cfg)
+    Training data is in [0, 1], so the data range is set to 1 unless `loss_overrides` says
+    otherwise (a preset's `max_val` describes the data it was written for, e.g. 255 for
+    "seed-normalized"). Raises ``ValueError`` for an unknown preset or field, or a patch too
+    small for the structural term's window.
+    """
+    overrides = {"max_val": 1.0, **config.loss_overrides}
+    try:
+        loss_fn = dmj.make_loss(config.preset, **overrides)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"config.preset / config.loss_overrides: {e}") from e
+    cfg = loss_fn.config
+    min_size = (cfg.filter_size - 1) * 2 ** (cfg.levels - 1) + 1
+    if config.patch_size < min_size:
+        raise ValueError(
+            f"config.patch_size: got {config.patch_size}, but the loss of preset "
+            f"{config.preset!r} needs patches of at least {min_size} pixels "
+            f"({cfg.structure} with filter_size={cfg.filter_size})"
+        )
+    return loss_fn, {"ssim": float(cfg.w_structural), "mae": float(cfg.w_absolute)}
 
 
 class TrainStep:
@@ -174,7 +175,9 @@ class TrainStep:
             nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
         )
         metrics = {"loss": loss, **{k: jnp.mean(v) for k, v in aux.items()}}
-        metrics.update({f"lr_{g}": jnp.asarray(self.schedules[g](step), jnp.float32) for g in GROUPS})
+        metrics.update(
+            {f"lr_{g}": jnp.asarray(self.schedules[g](step), jnp.float32) for g in GROUPS}
+        )
         metrics.update({f"w_{k}": v for k, v in weights.items()})
         metrics["phase"] = phase_index(step, self.boundaries)
         metrics["finite"] = finite
@@ -254,7 +257,9 @@ def evaluate_dataset(
         for which, m in metrics.items():
             for k, v in m.items():
                 per_image[which].setdefault(k, []).append(float(np.asarray(v)[0]))
-        shown.append((np.asarray(out["input"][0]), np.asarray(out["model"][0]), np.asarray(clean[0])))
+        shown.append(
+            (np.asarray(out["input"][0]), np.asarray(out["model"][0]), np.asarray(clean[0]))
+        )
     means = {
         which: {k: float(np.mean(v)) for k, v in m.items() if len(v) == len(images)}
         for which, m in per_image.items()

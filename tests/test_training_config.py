@@ -1,0 +1,102 @@
+"""Config: defaults valid, CLI flags for every field, clear errors for invalid values."""
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dssim_mae_jax import training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    training.add_config_arguments(parser)
+    return training.config_from_args(parser.parse_args(argv))
+
+
+def test_default_is_valid_and_round_trips_through_json():
+    c = training.Config().validate()
+    back = training.Config.from_dict(json.loads(c.to_json()))
+    assert back == c
+    assert [p.name for p in c.phase_list] == ["mae", "dssim_mae"]
+
+
+def test_every_field_is_a_flag():
+    parser = argparse.ArgumentParser()
+    training.add_config_arguments(parser)
+    flags = {a.dest for a in parser._actions}
+    assert {f.name for f in dataclasses.fields(training.Config)} <= flags
+    for f in dataclasses.fields(training.Config):
+        assert f.metadata.get("help"), f"field {f.name} has no help text"
+
+
+def test_flags_set_fields():
+    c = _parse(
+        [
+            "--steps", "40", "--batch-size", "8", "--patch-size", "32", "--seed", "3",
+            "--task", "sr", "--scale", "4", "--preset", "gaussian-splatting",
+            "--no-progress-bar", "--loss-overrides", '{"filter_size": 7}',
+            "--phases", '[{"name": "all", "fraction": 1.0}]',
+        ]
+    )  # fmt: skip
+    assert (c.steps, c.batch_size, c.patch_size, c.seed, c.task, c.scale) == (40, 8, 32, 3, "sr", 4)
+    assert c.preset == "gaussian-splatting" and not c.progress_bar
+    assert c.loss_overrides == {"filter_size": 7}
+    assert [p.name for p in c.phase_list] == ["all"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"task": "deblur"}, "task"),
+        ({"steps": 0}, "steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"patch_size": 4}, "patch_size"),
+        ({"task": "sr", "scale": 3, "patch_size": 32}, "patch_size"),
+        ({"scale": 5}, "scale"),
+        ({"depth": 1}, "depth"),
+        ({"channels": 2}, "channels"),
+        ({"noise_sigma": -1.0}, "noise_sigma"),
+        ({"compute_dtype": "int8"}, "compute_dtype"),
+        ({"phases": [{"name": "a", "fraction": 0.5}]}, "phases"),
+        ({"phases": [{"name": "a", "fraction": 0.5}, {"name": "a", "fraction": 0.5}]}, "phases"),
+        ({"phases": [{"name": "a", "fraction": 1.0, "frozen": ["tail"]}]}, "frozen"),
+        ({"phases": [{"name": "a", "fraction": 1.0, "mae_weight": -1}]}, "mae_weight"),
+        ({"phases": [{"name": "a", "fraction": 1.0, "learning_rates": {"body": 1e-3}}]},
+         "learning_rates"),
+        ({"steps": 2, "phases": [{"name": "a", "fraction": 0.1}, {"name": "b", "fraction": 0.9}]},
+         "steps"),
+    ],
+)  # fmt: skip
+def test_invalid_values_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        training.Config(**changes).validate()
+
+
+def test_unknown_phase_key_is_an_error():
+    with pytest.raises(ValueError, match="unknown phase field"):
+        training.Config(phases=[{"name": "a", "fraction": 1.0, "lr": 1.0}])
+
+
+def test_cli_help_and_invalid_value_exit_before_work(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--help"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    for flag in ("--workdir", "--steps", "--batch-size", "--patch-size", "--seed", "--preset",
+                 "--task", "--data-dir", "--phases", "--noise-sigma"):  # fmt: skip
+        assert flag in out.stdout
+    assert "(default: 600)" in " ".join(out.stdout.split())
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--workdir", str(tmp_path / "w"), "--task", "x"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "config.task" in bad.stderr
+    assert not (tmp_path / "w").exists()

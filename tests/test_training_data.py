@@ -1,0 +1,96 @@
+"""Data: folders with corrupt and grayscale files, deterministic batches, prefetching."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dssim_mae_jax import training
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _folder(tmp_path):
+    rng = np.random.default_rng(0)
+    _write(tmp_path / "a.png", rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    _write(tmp_path / "sub" / "gray.png", rng.integers(0, 256, (48, 40), dtype=np.uint8))
+    _write(tmp_path / "sub" / "c.jpg", rng.integers(0, 256, (36, 36, 3), dtype=np.uint8))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    return tmp_path
+
+
+def test_folder_skips_corrupt_file_with_warning_and_reads_grayscale(tmp_path):
+    d = _folder(tmp_path)
+    c = training.Config(data_dir=str(d), patch_size=32, num_eval_images=1)
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        ds = training.load_dataset(c)
+    names = set(ds.train_names) | set(ds.eval_names)
+    assert names == {"a.png", "sub/gray.png", "sub/c.jpg"}
+    assert len(ds.eval) == 1
+    for img in (*ds.train, *ds.eval):
+        assert img.dtype == np.float32 and img.shape[-1] == 3
+        assert 0.0 <= img.min() and img.max() <= 1.0
+
+
+def test_folder_without_usable_image_is_a_clear_error(tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    c = training.Config(data_dir=str(tmp_path))
+    with pytest.warns(RuntimeWarning, match=r"broken\.jpg"):
+        with pytest.raises(ValueError, match="no usable PNG/JPEG"):
+            training.load_dataset(c)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no usable PNG/JPEG"):
+        training.load_dataset(training.Config(data_dir=str(empty)))
+    with pytest.raises(ValueError, match="not a directory"):
+        training.load_dataset(training.Config(data_dir=str(tmp_path / "missing")))
+
+
+def test_grayscale_channel_mode(tmp_path):
+    d = _folder(tmp_path)
+    with pytest.warns(RuntimeWarning):
+        ds = training.load_dataset(training.Config(data_dir=str(d), patch_size=32, channels=1))
+    assert all(img.shape[-1] == 1 for img in ds.train)
+
+
+def test_bundled_photographs_load():
+    ds = training.load_dataset(training.Config())
+    assert len(ds.train) >= 5 and ds.eval_names == ("chelsea", "coffee")
+    assert all(img.shape[-1] == 3 and img.dtype == np.float32 for img in ds.train)
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    rng = np.random.default_rng(1)
+    images = [rng.random((40, 30, 3), dtype=np.float32), rng.random((20, 50, 3), dtype=np.float32)]
+    kw = {"batch_size": 4, "patch_size": 16}
+    a = training.sample_batch(images, seed=0, step=5, **kw)
+    np.testing.assert_array_equal(a, training.sample_batch(images, seed=0, step=5, **kw))
+    assert a.shape == (4, 16, 16, 3)
+    assert not np.array_equal(a, training.sample_batch(images, seed=0, step=6, **kw))
+    assert not np.array_equal(a, training.sample_batch(images, seed=1, step=5, **kw))
+
+
+@pytest.mark.parametrize("size", [0, 2])
+def test_prefetcher_yields_steps_in_order(size):
+    items = list(training.Prefetcher(lambda s: s * 10, 3, 7, size))
+    assert items == [(3, 30), (4, 40), (5, 50), (6, 60)]
+
+
+def test_prefetcher_reraises_errors():
+    def make(step):
+        if step == 2:
+            raise OSError("disk gone")
+        return step
+
+    it = training.Prefetcher(make, 0, 5, 2)
+    with pytest.raises(OSError, match="disk gone"):
+        list(it)
+    it.close()
+
+
+def test_center_crop_multiple():
+    img = np.zeros((101, 57, 3))
+    assert training.center_crop(img, 64, multiple=4).shape == (64, 56, 3)

@@ -1,0 +1,222 @@
+"""End-to-end training: files, phases, no retrace, resume, signals, non-finite losses, SR,
+user folders and several devices. Tiny models and images keep each run to seconds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from dssim_mae_jax import training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "features": 8,
+    "depth": 3,
+    "batch_size": 4,
+    "patch_size": 24,
+    "eval_crop": 48,
+    "steps": 10,
+    "log_every": 2,
+    "checkpoint_every": 4,
+    "num_samples": 2,
+    "progress_bar": False,
+    "prefetch": 1,
+}
+
+
+def tiny(**kw):
+    return training.Config(**{**TINY, **kw})
+
+
+def _records(workdir):
+    with open(workdir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_run_writes_outputs_switches_phase_and_never_retraces(tmp_path):
+    result = training.train_and_evaluate(tiny(eval_crop=176), str(tmp_path))
+    assert result["interrupted"] is None and result["step"] == 10
+    assert result["trace_count"] == 1  # one compiled step across the phase boundary at 3
+    for name in ("config.json", "metrics.jsonl", "eval.json", "curves.png", "samples.png"):
+        assert (tmp_path / name).is_file(), name
+    assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard").iterdir())
+    assert training.Checkpointer(str(tmp_path / "checkpoints"), keep=3).all_steps() == [4, 8, 10]
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert set(ev) == {"input", "model"}
+    for which in ev.values():
+        assert {"psnr", "ssim", "ms_ssim", "mae"} <= set(which)
+    records = _records(tmp_path)
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10]
+    assert [r["phase"] for r in records] == ["mae"] + ["dssim_mae"] * 4
+    assert records[0]["w_ssim"] == 0.0 and records[0]["w_mae"] == 1.0
+    np.testing.assert_allclose([records[-1]["w_ssim"], records[-1]["w_mae"]], [0.8, 0.2])
+    for r in records:
+        assert {"mae", "dssim", "ssim", "psnr", "lr_body", "lr_head", "loss"} <= set(r)
+    assert records[-1]["lr_body"] < records[-1]["lr_head"]
+    saved = training.Config.from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert saved == tiny(eval_crop=176)
+
+
+def _state_and_step(config, patch=24):
+    state, model_def, tx = training.create_train_state(config)
+    loss_fn, weights = training.build_loss(config)
+    step = training.TrainStep(config, model_def, tx, loss_fn, weights)
+    rng = np.random.default_rng(0)
+    clean = jnp.asarray(rng.random((4, patch, patch, 3), dtype=np.float32))
+    return state, step, clean
+
+
+def test_loss_falls_on_a_fixed_batch():
+    config = tiny(steps=30, phases=[{"name": "all", "fraction": 1.0}])
+    state, step, clean = _state_and_step(config)
+    jitted = jax.jit(step)
+    losses = []
+    for _ in range(30):
+        state, m = jitted(state, clean)
+        losses.append(float(m["loss"]))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert step.traces == 1
+
+
+def test_nonfinite_batch_skips_the_update_and_counts():
+    config = tiny()
+    state, step, clean = _state_and_step(config)
+    jitted = jax.jit(step)
+    bad = clean.at[0, 0, 0, 0].set(jnp.nan)
+    new, m = jitted(state, bad)
+    assert not bool(m["finite"]) and int(new.nonfinite) == 1 and int(new.step) == 1
+    jax.tree.map(np.testing.assert_array_equal, new.params, state.params)
+    new, m = jitted(new, clean)
+    assert bool(m["finite"]) and int(new.nonfinite) == 0 and int(new.nonfinite_total) == 1
+
+
+def test_consecutive_nonfinite_losses_stop_the_run(tmp_path):
+    phases = [{"name": "boom", "fraction": 1.0, "learning_rates": {"body": 1e30, "head": 1e30}}]
+    config = tiny(
+        steps=40, phases=phases, warmup_fraction=0.0, grad_clip_norm=0.0, max_nonfinite=3,
+        log_every=1, checkpoint_every=1,
+    )  # fmt: skip
+    with pytest.raises(training.NonFiniteLossError, match="consecutive steps") as info:
+        training.train_and_evaluate(config, str(tmp_path))
+    ckpt = training.Checkpointer(str(tmp_path / "checkpoints"), keep=3)
+    last = ckpt.latest_step()
+    assert last is not None and f"step {last}" in str(info.value)
+    state, _, _ = training.create_train_state(config)
+    restored = ckpt.restore(state)
+    assert int(restored.nonfinite) < 3
+    ckpt.close()
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
+    config = tiny(steps=8, checkpoint_every=100)
+    full = training.train_and_evaluate(config, str(tmp_path / "a"))
+    part = training.train_and_evaluate(config, str(tmp_path / "b"), stop_at_step=3)
+    assert part["interrupted"] == "stop_at_step" and part["step"] == 3
+    assert not (tmp_path / "b" / "eval.json").exists()
+    rest = training.train_and_evaluate(config, str(tmp_path / "b"))
+    assert rest["step"] == 8
+    jax.tree.map(np.testing.assert_array_equal, full["state"].params, rest["state"].params)
+    jax.tree.map(np.testing.assert_array_equal, full["state"].opt_state, rest["state"].opt_state)
+    assert [r["step"] for r in _records(tmp_path / "b")] == [2, 4, 6, 8]
+    assert full["eval"] == rest["eval"]
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    training.train_and_evaluate(tiny(steps=2), str(tmp_path), stop_at_step=1)
+    with pytest.raises(ValueError, match=r"different config.*seed"):
+        training.train_and_evaluate(tiny(steps=2, seed=1), str(tmp_path))
+
+
+def test_unknown_preset_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        training.train_and_evaluate(tiny(preset="nope"), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_super_resolution_on_a_user_folder_reports_y_metrics(tmp_path):
+    data = tmp_path / "data"
+    (data / "gray").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    photo = training.center_crop(training.load_dataset(training.Config()).train[0], 64)
+    Image.fromarray((photo * 255).astype(np.uint8)).save(data / "a.png")
+    Image.fromarray((photo[..., 1] * 255).astype(np.uint8)).save(data / "gray" / "b.jpg")
+    Image.fromarray(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)).save(data / "c.png")
+    (data / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    config = tiny(task="sr", scale=2, steps=4, data_dir=str(data), num_eval_images=1)
+    with pytest.warns(RuntimeWarning, match="corrupt.jpg"):
+        result = training.train_and_evaluate(config, str(tmp_path / "w"))
+    ev = result["eval"]
+    for which in ("input", "model"):
+        assert {"psnr", "ssim", "mae", "psnr_y", "ssim_y"} <= set(ev[which])
+    # The input row is the bicubic baseline, scored on Y with `scale` border pixels cropped.
+    assert ev["input"]["psnr_y"] > 15.0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_and_exits(tmp_path, sig):
+    workdir = tmp_path / "w"
+    args = [
+        sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir), "--steps", "100000",
+        "--features", "4", "--depth", "2", "--batch-size", "2", "--patch-size", "16",
+        "--log-every", "1", "--checkpoint-every", "100000", "--no-progress-bar",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    metrics = workdir / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.stat().st_size > 0:
+            break
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err.decode()
+    assert "interrupted at step" in err.decode()
+    ckpt = training.Checkpointer(str(workdir / "checkpoints"), keep=3)
+    assert (ckpt.latest_step() or 0) >= 1
+    ckpt.close()
+
+
+MULTI_DEVICE = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    from dssim_mae_jax import training
+    assert jax.device_count() == 4, jax.devices()
+    kw = json.loads(sys.argv[2])
+    out = {}
+    for n in (4, 1):
+        r = training.train_and_evaluate(
+            training.Config(num_devices=n, **kw), f"{sys.argv[1]}/{n}")
+        out[n] = r
+    assert out[4]["trace_count"] == 1
+    leaves4 = jax.tree.leaves(jax.device_get(out[4]["state"].params))
+    leaves1 = jax.tree.leaves(jax.device_get(out[1]["state"].params))
+    for a, b in zip(leaves4, leaves1, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(out[4]["eval"]["model"]["psnr"], out[1]["eval"]["model"]["psnr"],
+                               rtol=1e-4)
+    print("MULTI_DEVICE_OK", len(out[4]["state"].params["head"]["kernel"].sharding.device_set))
+    """
+)
+
+
+def test_four_host_devices_match_one(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    kw = {**TINY, "steps": 6, "batch_size": 8}
+    out = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE, str(tmp_path), json.dumps(kw)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MULTI_DEVICE_OK 4" in out.stdout
