@@ -92,7 +92,7 @@ def test_cli_help_and_invalid_value_exit_before_work(tmp_path):
     for flag in ("--workdir", "--steps", "--batch-size", "--patch-size", "--seed", "--preset",
                  "--task", "--data-dir", "--phases", "--noise-sigma"):  # fmt: skip
         assert flag in out.stdout
-    assert "(default: 600)" in " ".join(out.stdout.split())
+    assert "(default: 500)" in " ".join(out.stdout.split())
     bad = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--workdir", str(tmp_path / "w"), "--task", "x"],
         capture_output=True, text=True, cwd=ROOT,

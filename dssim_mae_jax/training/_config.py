@@ -108,7 +108,7 @@ class Config:
         25.0, "denoise: noise standard deviation in 8-bit units (/255 on [0,1])"
     )
     scale: int = _f(2, "sr: upsampling factor (2, 3 or 4); also the border cropped for Y metrics")
-    features: int = _f(48, "model width: feature channels of every hidden convolution")
+    features: int = _f(32, "model width: feature channels of every hidden convolution")
     depth: int = _f(6, "model depth: number of convolutions (body + head), at least 2")
     compute_dtype: str = _f(
         "float32", "dtype of the model's convolutions (parameters stay float32)"
@@ -127,7 +127,7 @@ class Config:
         default_factory=dict,
         metadata={"help": "JSON object of make_loss overrides, e.g. '{\"filter_size\": 7}'"},
     )
-    steps: int = _f(600, "total number of training steps (all phases)")
+    steps: int = _f(500, "total number of training steps (all phases)")
     phases: tuple = dataclasses.field(
         default=tuple(p.to_dict() for p in DEFAULT_PHASES),
         metadata={
