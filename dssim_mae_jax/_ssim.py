@@ -39,29 +39,43 @@ def _pad(spec: _Spec, x: jnp.ndarray, constant: float = 0.0) -> jnp.ndarray:
     return _filters.pad_spatial(x, spec.axes, len(spec.taps), spec.padding, constant)
 
 
+class _Centered(NamedTuple):
+    """Padded, centred images and the constants taken out of them."""
+
+    xp: jnp.ndarray  # pad(x) - cx
+    yp: jnp.ndarray  # pad(y) - cy, formed as xp - dp
+    dp: jnp.ndarray  # pad(x - y) - cd
+    mp: jnp.ndarray | None  # padded mask
+    inv_w: jnp.ndarray | None  # 1 / filtered mask (0 where no support)
+    cx: jnp.ndarray  # mean of x
+    cy: jnp.ndarray  # cx - cd
+    cd: jnp.ndarray  # mean of x - y
+
+
 def _moments(spec: _Spec, x, y, mask):
-    """The four local moment maps SSIM needs, from the padded, shifted images.
+    """The four local moment maps SSIM needs, from padded, centred images.
 
-    Moments: the means ``mx``, ``my`` of the shifted images, ``E[x^2 + y^2]``
-    and ``E[(x - y)^2]``. With them ``B2 - A2 = var(x - y)`` and
-    ``B1 - A1 = (mu_x - mu_y)^2`` are formed directly, so both vanish exactly
-    for identical images (SSIM exactly 1, gradient exactly 0, whatever FMA
-    contraction the compiler applies), and the dissimilarity of similar images
-    is not lost to cancellation. One filtering fewer than the textbook five.
-
-    The images are shifted by a per-image, per-channel constant first:
-    (co)variances do not change, but ``E[x^2] - E[x]^2`` no longer cancels
-    catastrophically in float32.
+    Moments: the local means ``mx`` of ``x' = x - cx`` and ``md`` of
+    ``d' = (x - y) - cd``, and the local ``E[x'^2 + y'^2]`` and ``E[d'^2]``,
+    with ``y' = x' - d'``; ``cx`` and ``cd`` are per-image, per-channel means
+    (constants: (co)variances do not depend on them, but float32 no longer
+    cancels ``E[x^2] - E[x]^2`` catastrophically). From these,
+    ``B1 - A1 = (mu_x - mu_y)^2`` and ``B2 - A2 = var(x - y)`` come from the
+    difference image alone, so they vanish exactly for identical images (SSIM
+    exactly 1, gradient exactly 0, whatever fusion or FMA contraction the
+    compiler chooses) and small dissimilarities keep their precision. One
+    filtering fewer than the textbook five moments.
     """
     axes = spec.axes
-    shift = lax.stop_gradient(0.5 * jnp.mean(x + y, axis=axes, keepdims=True))
-    xp = _pad(spec, x) - shift
-    yp = _pad(spec, y) - shift
-    dp = xp - yp
+    cx = lax.stop_gradient(jnp.mean(x, axis=axes, keepdims=True))
+    cd = lax.stop_gradient(jnp.mean(x - y, axis=axes, keepdims=True))
+    xp = _pad(spec, x) - cx
+    dp = _pad(spec, x - y) - cd
+    yp = xp - dp
     filt = functools.partial(_filters.filter_valid, taps=spec.taps, axes=axes)
     if mask is None:
         mp = inv_w = None
-        moments = (filt(xp), filt(yp), filt(xp * xp + yp * yp), filt(dp * dp))
+        moments = (filt(xp), filt(dp), filt(xp * xp + yp * yp), filt(dp * dp))
     else:
         # "same" treats the zero padding as data, so the padded mask is one there;
         # with an all-ones mask the result is then exactly the unmasked one.
@@ -70,17 +84,18 @@ def _moments(spec: _Spec, x, y, mask):
         ok = w > _MIN_SUPPORT
         # Positions that see no valid pixel get zero moments (and SSIM 1).
         inv_w = jnp.where(ok, 1.0 / jnp.where(ok, w, 1.0), 0.0)
-        moments = tuple(filt(mp * v) * inv_w for v in (xp, yp, xp * xp + yp * yp, dp * dp))
-    return (xp, yp, dp, mp, inv_w, shift), moments
+        moments = tuple(filt(mp * v) * inv_w for v in (xp, dp, xp * xp + yp * yp, dp * dp))
+    return _Centered(xp, yp, dp, mp, inv_w, cx, cx - cd, cd), moments
 
 
-def _maps(moments, shift, c1, c2):
+def _maps(moments, centered: _Centered, c1, c2):
     """SSIM and contrast-structure maps plus the terms their gradient needs."""
-    mx, my, e_sum, e_diff = moments
-    mu_x, mu_y = mx + shift, my + shift
-    dm = mx - my
-    dl = dm * dm  # (mu_x - mu_y)^2 = B1 - A1
-    vd = e_diff - dl  # var(x - y) = B2 - A2
+    mx, md, e_sum, e_diff = moments
+    my = mx - md
+    mu_x, mu_y = mx + centered.cx, my + centered.cy
+    dm = md + centered.cd  # mu_x - mu_y
+    dl = dm * dm  # B1 - A1
+    vd = e_diff - md * md  # var(x - y) = B2 - A2
     # A1 directly (it is tiny for very different means, where B1 - dl would
     # cancel); B1 = A1 + dl is then exactly A1 for identical images.
     a1 = 2.0 * (mu_x * mu_y) + c1
@@ -90,14 +105,14 @@ def _maps(moments, shift, c1, c2):
     d = b1 * b2
     s = (a1 * a2) / d
     cs = a2 / b2
-    return s, cs, (mu_x, mu_y, dm, dl, vd, a1, b1, a2, b2, d)
+    return s, cs, (mx, my, mu_x, mu_y, md, dm, dl, vd, a1, b1, a2, b2, d)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _ssim_cs_maps(spec: _Spec, x, y, mask, c1, c2):
     """(SSIM map, contrast-structure map), each [..., *out_spatial, C]."""
-    (*_, shift), moments = _moments(spec, x, y, mask)
-    s, cs, _ = _maps(moments, shift, c1, c2)
+    centered, moments = _moments(spec, x, y, mask)
+    s, cs, _ = _maps(moments, centered, c1, c2)
     return s, cs
 
 
@@ -110,31 +125,32 @@ def _ssim_cs_maps_fwd(spec, x, y, mask, c1, c2):
 def _ssim_cs_maps_bwd(spec, residuals, cotangents):
     x, y, mask, c1, c2 = residuals
     gs, gc = cotangents
-    (xp, yp, dp, mp, inv_w, shift), moments = _moments(spec, x, y, mask)
-    _, _, (mu_x, mu_y, dm, dl, vd, a1, b1, a2, b2, d) = _maps(moments, shift, c1, c2)
-    mx, my = moments[0], moments[1]
+    c, moments = _moments(spec, x, y, mask)
+    _, _, terms = _maps(moments, c, c1, c2)
+    mx, my, mu_x, mu_y, md, dm, dl, vd, a1, b1, a2, b2, d = terms
 
-    # Derivatives of gs * S + gc * cs w.r.t. the four moments (DOMAIN.md
-    # section 5, rewritten in terms of dm = mu_x - mu_y, dl = dm^2 and
-    # vd = var(x - y)). Every term carries a factor that is exactly zero when
-    # x == y, so identical images get an exactly zero gradient.
-    q = gs * (a1 / d) + gc / b2
+    # Derivatives of gs * S + gc * cs w.r.t. the local means of x' and y' and
+    # the two second moments (DOMAIN.md section 5 rewritten for A1,
+    # dl = B1 - A1, B2 and vd = B2 - A2). Every term carries a factor that is
+    # exactly zero when x == y (dl, dm, md, vd, dp), so identical images get
+    # an exactly zero gradient.
+    q = gs * (a1 / d) + gc / b2  # d/dA2
     r = vd / b2
     s_lum = gs * (a2 / d)
-    d_mx = 2.0 * (s_lum * (mu_x * dl / b1 - dm) + (dm - mx * r) * q)
-    d_my = 2.0 * (s_lum * (mu_y * dl / b1 + dm) - (dm + my * r) * q)
+    d_mx = 2.0 * (s_lum * (mu_y * dl - a1 * dm) / b1 + q * (md - r * mx))
+    d_my = 2.0 * (s_lum * (mu_x * dl + a1 * dm) / b1 - q * (md + r * my))
     d_sum = r * q
     d_diff = -q
 
-    if inv_w is not None:
-        d_mx, d_my, d_sum, d_diff = d_mx * inv_w, d_my * inv_w, d_sum * inv_w, d_diff * inv_w
+    if c.inv_w is not None:
+        d_mx, d_my, d_sum, d_diff = (v * c.inv_w for v in (d_mx, d_my, d_sum, d_diff))
     filt_t = functools.partial(_filters.filter_valid_transpose, taps=spec.taps, axes=spec.axes)
     f_sum = filt_t(d_sum)
-    f_diff = 2.0 * dp * filt_t(d_diff)
-    gxp = filt_t(d_mx) + 2.0 * xp * f_sum + f_diff
-    gyp = filt_t(d_my) + 2.0 * yp * f_sum - f_diff
-    if mp is not None:
-        gxp, gyp = mp * gxp, mp * gyp
+    f_diff = 2.0 * c.dp * filt_t(d_diff)
+    gxp = filt_t(d_mx) + 2.0 * c.xp * f_sum + f_diff
+    gyp = filt_t(d_my) + 2.0 * c.yp * f_sum - f_diff
+    if c.mp is not None:
+        gxp, gyp = c.mp * gxp, c.mp * gyp
     # The padding is linear; its adjoint folds border contributions back.
     _, pad_vjp = jax.vjp(lambda z: _pad(spec, z), x)
     (gx,) = pad_vjp(gxp)
@@ -156,20 +172,28 @@ def _constants(max_val, k1, k2, dtype):
     return (k1 * max_val) ** 2, (k2 * max_val) ** 2
 
 
-def _mean_deficit(values, weights, axes):
-    """Weighted mean of ``1 - values`` over `axes`; all-zero weights give 0.
+def _unit_mean(values, weights, axes, deficits=None):
+    """Weighted mean of values <= 1 over `axes`, as (mean, 1 - mean).
 
-    Averaging the deficit instead of the values keeps a map of exact ones at
-    exactly 1 (XLA may divide by multiplying with a rounded reciprocal) and
-    keeps the precision of small dissimilarities.
+    Both the values and their deficits ``1 - values`` are averaged and each
+    result is taken from the better-conditioned one: near 1 from the deficits
+    (a map of exact ones stays exactly 1 even where XLA divides by multiplying
+    with a rounded reciprocal, and small dissimilarities keep their digits),
+    below 1/2 from the values (tiny similarities keep their relative
+    precision). All-zero weights give (1, 0): nothing observed, nothing lost.
     """
-    deficit = 1.0 - values
+    if deficits is None:
+        deficits = 1.0 - values
     if weights is None:
-        return jnp.mean(deficit, axis=axes)
-    total = jnp.sum(weights, axis=axes)
-    has = total > 0
-    mean = jnp.sum(deficit * weights, axis=axes) / jnp.where(has, total, 1.0)
-    return jnp.where(has, mean, 0.0)
+        mean, deficit = jnp.mean(values, axis=axes), jnp.mean(deficits, axis=axes)
+    else:
+        total = jnp.sum(weights, axis=axes)
+        has = total > 0
+        inv = jnp.where(has, 1.0 / jnp.where(has, total, 1.0), 0.0)
+        mean = jnp.where(has, jnp.sum(values * weights, axis=axes) * inv, 1.0)
+        deficit = jnp.sum(deficits * weights, axis=axes) * inv
+    small = mean < 0.5
+    return jnp.where(small, mean, 1.0 - deficit), jnp.where(small, 1.0 - mean, deficit)
 
 
 def _center_weights(spec: _Spec, mask):
@@ -286,7 +310,7 @@ def ssim(
     spec, s_map, mask = _ssim_map(predictions, targets, **_options(locals()))
     if return_map:
         return s_map
-    return 1.0 - _per_image_deficit(spec, s_map, mask)
+    return _per_image_mean(spec, s_map, mask)[0]
 
 
 _OPTION_NAMES = (
@@ -315,10 +339,10 @@ def _ssim_map(predictions, targets, *, spatial_dims, **options):
     return spec, s_map, mask
 
 
-def _per_image_deficit(spec: _Spec, s_map, mask):
-    """Mean of ``1 - SSIM`` per image: over positions, then channels."""
-    per_channel = _mean_deficit(s_map, _center_weights(spec, mask), spec.axes)
-    return jnp.mean(per_channel, axis=-1)
+def _per_image_mean(spec: _Spec, s_map, mask):
+    """(mean SSIM, mean 1 - SSIM) per image: over positions, then channels."""
+    per_channel, per_channel_deficit = _unit_mean(s_map, _center_weights(spec, mask), spec.axes)
+    return _unit_mean(per_channel, None, -1, per_channel_deficit)
 
 
 def _prepare(x, *, max_val, filter_size, filter_sigma, k1, k2, window, padding, spatial_dims, mask):
@@ -388,7 +412,7 @@ def dssim(
     spec, s_map, mask = _ssim_map(predictions, targets, **_options(locals()))
     if return_map:
         return (1.0 - s_map) / 2.0
-    return _per_image_deficit(spec, s_map, mask) / 2.0
+    return _per_image_mean(spec, s_map, mask)[1] / 2.0
 
 
 @jax.custom_jvp
@@ -509,8 +533,8 @@ def ms_ssim(
             x, y = _downsample2x(x), _downsample2x(y)
         s_map, cs_map = _ssim_cs_maps(spec, x, y, None, c1, c2)
         term_map = s_map if level == levels - 1 else cs_map
-        terms.append(1.0 - _mean_deficit(term_map, None, spec.axes))
+        terms.append(_unit_mean(term_map, None, spec.axes)[0])
     stacked = jnp.stack(terms, axis=-1)
     weights = jnp.asarray(power_factors, stacked.dtype).reshape((1,) * (stacked.ndim - 1) + (-1,))
     per_channel = jnp.prod(_relu_pow(stacked, weights), axis=-1)
-    return 1.0 - jnp.mean(1.0 - per_channel, axis=-1)
+    return _unit_mean(per_channel, None, -1)[0]

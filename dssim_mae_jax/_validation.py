@@ -9,6 +9,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
@@ -24,7 +25,8 @@ def compute_dtype(*dtypes) -> np.dtype:
     it; integers are promoted because images are usually uint8 with max_val=255.
     """
     if any(jnp.dtype(d) == jnp.float64 for d in dtypes):
-        return jnp.dtype(jnp.float64)
+        # float64 only where JAX has it enabled (jax_enable_x64); float32 otherwise.
+        return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
     return jnp.dtype(jnp.float32)
 
 

@@ -1,0 +1,102 @@
+"""Independent float64 reference implementations used by the tests.
+
+Written from the textbook definitions (Wang et al. 2004; Wang, Simoncelli &
+Bovik 2003; tf.image.ssim_multiscale's pooling rule) with scipy.ndimage and
+numpy only: full N-D kernels, the five classic moments, no code shared with
+the library.
+"""
+
+import numpy as np
+from scipy import ndimage
+
+MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def gaussian_1d(size, sigma):
+    d = np.arange(size) - (size - 1) / 2.0
+    g = np.exp(-(d**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def window(size, sigma, spatial_dims, kind="gaussian"):
+    taps = gaussian_1d(size, sigma) if kind == "gaussian" else np.full(size, 1.0 / size)
+    kernel = taps
+    for _ in range(spatial_dims - 1):
+        kernel = np.multiply.outer(kernel, taps)
+    return kernel
+
+
+def ssim_maps(
+    x,
+    y,
+    *,
+    max_val=1.0,
+    size=11,
+    sigma=1.5,
+    k1=0.01,
+    k2=0.03,
+    kind="gaussian",
+    padding="valid",
+    mask=None,
+    spatial_dims=2,
+):
+    """(ssim_map, cs_map, weights) for one image [*spatial, C] in float64."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    kernel = window(size, sigma, spatial_dims, kind)
+    mode = {"valid": "constant", "same": "constant", "reflect": "mirror"}[padding]
+    m = np.ones_like(x) if mask is None else np.broadcast_to(mask, x.shape).astype(np.float64)
+    s_maps, c_maps = [], []
+    for c in range(x.shape[-1]):
+        xc, yc, mc = x[..., c], y[..., c], m[..., c]
+
+        def f(v, cval=0.0):
+            return ndimage.correlate(v, kernel, mode=mode, cval=cval)
+
+        w = f(mc, cval=1.0)
+        w_safe = np.where(w > 1e-10, w, 1.0)
+        mu_x, mu_y = f(mc * xc) / w_safe, f(mc * yc) / w_safe
+        sxx = f(mc * xc * xc) / w_safe - mu_x**2
+        syy = f(mc * yc * yc) / w_safe - mu_y**2
+        sxy = f(mc * xc * yc) / w_safe - mu_x * mu_y
+        c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        s = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs
+        s_maps.append(s)
+        c_maps.append(cs)
+    s_map, c_map = np.stack(s_maps, -1), np.stack(c_maps, -1)
+    weights = m
+    if padding == "valid":
+        crop = tuple(slice(size // 2, n - size // 2) for n in x.shape[:-1])
+        s_map, c_map, weights = s_map[crop], c_map[crop], m[crop]
+    return s_map, c_map, weights
+
+
+def ssim(x, y, **kwargs):
+    s_map, _, w = ssim_maps(x, y, **kwargs)
+    axes = tuple(range(s_map.ndim - 1))
+    per_channel = np.where(
+        w.sum(axes) > 0, (s_map * w).sum(axes) / np.maximum(w.sum(axes), 1e-300), 1.0
+    )
+    return per_channel.mean()
+
+
+def ms_ssim(x, y, *, max_val=1.0, weights=MS_WEIGHTS):
+    """MS-SSIM of one image [H, W, C] with tf.image.ssim_multiscale's rules."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    values = []
+    for level in range(len(weights)):
+        if level:
+            x, y = downsample(x), downsample(y)
+        s_map, c_map, _ = ssim_maps(x, y, max_val=max_val)
+        values.append(s_map.mean((0, 1)) if level == len(weights) - 1 else c_map.mean((0, 1)))
+    values = np.maximum(np.stack(values, -1), 0.0)
+    return np.prod(values ** np.asarray(weights), axis=-1).mean()
+
+
+def downsample(x):
+    h, w = x.shape[0], x.shape[1]
+    x = np.pad(x, ((0, h % 2), (0, w % 2), (0, 0)), mode="symmetric")
+    h, w = x.shape[0] // 2, x.shape[1] // 2
+    return x.reshape(h, 2, w, 2, x.shape[-1]).mean((1, 3))
