@@ -9,6 +9,19 @@ from jax.typing import ArrayLike
 from dssim_mae_jax import _validation
 
 
+@jax.custom_jvp
+def _abs(v):
+    return jnp.abs(v)
+
+
+@_abs.defjvp
+def _abs_jvp(primals, tangents):
+    # The subgradient 0 at v == 0 (jnp.abs uses 1): identical images then get
+    # an exactly zero MAE gradient, like the SSIM terms.
+    (v,), (dv,) = primals, tangents
+    return jnp.abs(v), jnp.sign(v) * dv
+
+
 def _image_axes(spatial_dims: int) -> tuple[int, ...]:
     return tuple(range(-1 - spatial_dims, 0))
 
@@ -35,7 +48,8 @@ def mae(
 
     ``mean(|predictions - targets|) / max_val`` over the spatial and channel axes.
     Dividing by ``max_val`` puts MAE on the [0, 1] scale of DSSIM whatever the
-    data range (0..255 data and [0, 1] data then give the same value).
+    data range (0..255 data and [0, 1] data then give the same value). The
+    gradient uses the subgradient 0 where ``predictions == targets``.
 
     Args:
       predictions: images ``[..., H, W, C]`` (float or integer dtype).
@@ -67,7 +81,7 @@ def mae(
     x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
     _validation.check_positive("max_val", max_val, allow_none=True)
     mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-    value = _weighted_image_mean(jnp.abs(x - y), mask, spatial_dims)
+    value = _weighted_image_mean(_abs(x - y), mask, spatial_dims)
     if max_val is not None:
         value = value / jnp.asarray(max_val, value.dtype)
     return value
