@@ -18,10 +18,10 @@ from dssim_mae_jax._ssim import MS_SSIM_WEIGHTS, dssim, ms_ssim, ssim
 __version__ = "0.1.0"
 
 __all__ = (
-    "BalanceState",
-    "LossConfig",
     "MS_SSIM_WEIGHTS",
     "PRESETS",
+    "BalanceState",
+    "LossConfig",
     "dssim",
     "dssim_mae_loss",
     "init_balance_state",

@@ -11,10 +11,10 @@ PUBLIC_FUNCTIONS = [
 ]
 
 
-def test_all_names_exist_and_are_sorted():
+def test_all_names_exist_once():
     for name in dssim_mae_jax.__all__:
         assert hasattr(dssim_mae_jax, name), name
-    assert list(dssim_mae_jax.__all__) == sorted(dssim_mae_jax.__all__)
+    assert len(set(dssim_mae_jax.__all__)) == len(dssim_mae_jax.__all__)  # order: ruff RUF022
     for core in ("ssim", "ms_ssim", "dssim", "mae", "psnr"):
         assert core in PUBLIC_FUNCTIONS
 
