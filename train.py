@@ -30,14 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = training.config_from_args(args)
-    except ValueError as e:
+    except ValueError as e:  # includes training.ConfigError
         parser.error(str(e))
     try:
         result = training.train_and_evaluate(config, args.workdir)
     except training.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:
+    except training.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result["interrupted"] is not None:

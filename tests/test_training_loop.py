@@ -134,7 +134,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
 
 def test_workdir_of_another_config_is_refused(tmp_path):
     training.train_and_evaluate(tiny(steps=2), str(tmp_path), stop_at_step=1)
-    with pytest.raises(ValueError, match=r"different config.*seed"):
+    with pytest.raises(training.ConfigError, match=r"different config.*seed"):
         training.train_and_evaluate(tiny(steps=2, seed=1), str(tmp_path))
 
 

@@ -17,6 +17,7 @@ from dssim_mae_jax.training._color import bicubic_upsample, crop_border, rgb_to_
 from dssim_mae_jax.training._config import (
     DEFAULT_PHASES,
     Config,
+    ConfigError,
     Phase,
     add_config_arguments,
     config_from_args,
@@ -56,6 +57,7 @@ __all__ = (
     "DEFAULT_PHASES",
     "Checkpointer",
     "Config",
+    "ConfigError",
     "Dataset",
     "DnCNN",
     "ModelDef",

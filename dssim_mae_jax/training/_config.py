@@ -14,6 +14,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 TASKS = ("denoise", "sr")
+
+
+class ConfigError(ValueError):
+    """An invalid config value, data folder, preset or workdir: reported before any work."""
+
+
 GROUPS = ("body", "head")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -55,19 +61,19 @@ class Phase:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Phase:
         if not isinstance(d, Mapping):
-            raise ValueError(f"phases: each phase must be a JSON object, got {d!r}")
+            raise ConfigError(f"phases: each phase must be a JSON object, got {d!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"phases: unknown phase field(s) {sorted(unknown)}; expected {sorted(known)}"
             )
         if "name" not in d or "fraction" not in d:
-            raise ValueError(f"phases: each phase needs 'name' and 'fraction', got {dict(d)!r}")
+            raise ConfigError(f"phases: each phase needs 'name' and 'fraction', got {dict(d)!r}")
         kw = dict(d)
         if "learning_rates" in kw:
             if not isinstance(kw["learning_rates"], Mapping):
-                raise ValueError(
+                raise ConfigError(
                     f"phases: learning_rates must map group -> rate, got {kw['learning_rates']!r}"
                 )
             kw["learning_rates"] = dict(kw["learning_rates"])
@@ -156,7 +162,7 @@ class Config:
         if isinstance(phases, str):
             phases = json.loads(phases)
         if not isinstance(phases, Sequence):
-            raise ValueError(f"phases: expected a list of phase objects, got {phases!r}")
+            raise ConfigError(f"phases: expected a list of phase objects, got {phases!r}")
         norm = tuple((p if isinstance(p, Phase) else Phase.from_dict(p)).to_dict() for p in phases)
         object.__setattr__(self, "phases", norm)
         object.__setattr__(self, "loss_overrides", dict(self.loss_overrides))
@@ -182,7 +188,7 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown config field(s): {sorted(unknown)}")
+            raise ConfigError(f"unknown config field(s): {sorted(unknown)}")
         return cls(**d)
 
     def validate(self) -> Config:
@@ -193,7 +199,7 @@ class Config:
 
 def _require(cond: bool, field: str, got: Any, expected: str) -> None:
     if not cond:
-        raise ValueError(f"config.{field}: got {got!r}, expected {expected}")
+        raise ConfigError(f"config.{field}: got {got!r}, expected {expected}")
 
 
 def _validate(c: Config) -> None:
@@ -341,7 +347,7 @@ def config_from_args(args: argparse.Namespace, defaults: Config | None = None) -
         v = getattr(args, f.name)
         values[f.name] = getattr(defaults, f.name) if v is None else v
     if isinstance(values["loss_overrides"], Mapping) is False:
-        raise ValueError(
+        raise ConfigError(
             f"config.loss_overrides: got {values['loss_overrides']!r}, expected a JSON object"
         )
     return Config(**values).validate()

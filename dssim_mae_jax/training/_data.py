@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._config import Config
+from ._config import Config, ConfigError
 from ._models import bicubic_resize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -85,7 +85,7 @@ def _load_file(path: str) -> np.ndarray:
 def find_images(data_dir: str) -> list[str]:
     """PNG/JPEG files under `data_dir`, recursively, sorted."""
     if not os.path.isdir(data_dir):
-        raise ValueError(f"config.data_dir: {data_dir!r} is not a directory")
+        raise ConfigError(f"config.data_dir: {data_dir!r} is not a directory")
     out = []
     for root, dirs, files in os.walk(data_dir):
         dirs.sort()
@@ -129,7 +129,7 @@ def load_dataset(config: Config) -> Dataset:
             stacklevel=2,
         )
     if not images:
-        raise ValueError(
+        raise ConfigError(
             f"config.data_dir: no usable PNG/JPEG image (at least {min_side}x{min_side} "
             f"pixels) under {config.data_dir!r} ({len(paths)} candidate file(s))"
         )

@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _plots
 from ._checkpoints import Checkpointer
-from ._config import GROUPS, Config
+from ._config import GROUPS, Config, ConfigError
 from ._data import Prefetcher, load_dataset, sample_batch
 from ._schedules import phase_boundaries
 from ._steps import TrainStep, build_loss, create_train_state, evaluate_dataset, make_evaluator
@@ -45,11 +45,11 @@ def make_mesh(config: Config) -> jax.sharding.Mesh:
     devices = jax.devices()
     n = config.num_devices or len(devices)
     if n > len(devices):
-        raise ValueError(f"config.num_devices: got {n}, but only {len(devices)} device(s) exist")
+        raise ConfigError(f"config.num_devices: got {n}, but only {len(devices)} device(s) exist")
     if jax.process_count() > 1 and n != len(devices):
-        raise ValueError("config.num_devices: multi-host runs use all devices (set it to 0)")
+        raise ConfigError("config.num_devices: multi-host runs use all devices (set it to 0)")
     if config.batch_size % n:
-        raise ValueError(
+        raise ConfigError(
             f"config.batch_size: got {config.batch_size}, expected a multiple of the "
             f"{n} device(s) the batch is split over"
         )
@@ -58,7 +58,9 @@ def make_mesh(config: Config) -> jax.sharding.Mesh:
 
 def _check_resumable(config: Config, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    # Only a run with checkpoints is resumed; a workdir without any may take a new config.
+    if not os.path.exists(path) or not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
         return
     with open(path) as f:
         saved = Config.from_dict(json.load(f)).to_dict()
@@ -66,7 +68,7 @@ def _check_resumable(config: Config, workdir: str) -> None:
     diff = sorted(k for k in new if k not in _BOOKKEEPING and new[k] != saved.get(k))
     if diff:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {new[k]!r}" for k in diff)
-        raise ValueError(
+        raise ConfigError(
             f"workdir {workdir!r} holds a run with a different config ({details}); "
             "use another --workdir, or delete this one to start over"
         )

@@ -19,7 +19,7 @@ from flax import nnx
 import dssim_mae_jax as dmj
 
 from . import _color
-from ._config import GROUPS, Config
+from ._config import GROUPS, Config, ConfigError
 from ._data import degrade
 from ._models import make_model
 from ._schedules import loss_weights_fn, make_optimizer, phase_boundaries, phase_index
@@ -101,11 +101,11 @@ def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
     try:
         loss_fn = dmj.make_loss(config.preset, **overrides)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"config.preset / config.loss_overrides: {e}") from e
+        raise ConfigError(f"config.preset / config.loss_overrides: {e}") from e
     cfg = loss_fn.config
     min_size = (cfg.filter_size - 1) * 2 ** (cfg.levels - 1) + 1
     if config.patch_size < min_size:
-        raise ValueError(
+        raise ConfigError(
             f"config.patch_size: got {config.patch_size}, but the loss of preset "
             f"{config.preset!r} needs patches of at least {min_size} pixels "
             f"({cfg.structure} with filter_size={cfg.filter_size})"
