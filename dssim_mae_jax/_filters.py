@@ -2,19 +2,51 @@
 
 The windows are normalised 1-D taps applied along each spatial axis in turn
 (a separable N-D window is the outer product of the 1-D taps). Filtering is a
-*valid* correlation written as a sum of shifted slices: only elementwise
-multiplies and adds, so no matmul/convolution precision mode (TF32 on GPUs,
-bf16 passes on TPUs) can degrade the statistics, and XLA fuses the products
-that form the moments into the filtering itself.
+*valid* correlation; its adjoint (for gradients) is the full correlation with
+the reversed taps.
+
+Several formulations compute the same thing; which one is fastest depends on
+the backend, so :func:`filter_valid_many` picks one per platform at trace time
+(see ``docs/benchmarks.md`` for the measurements):
+
+* ``"slices"``: a sum of shifted slices (symmetric taps share one multiply).
+  Elementwise only, so no matmul/convolution precision mode (TF32 on GPUs,
+  bf16 passes on TPUs) can degrade the statistics; XLA fuses the products that
+  form the moments into the filtering. The default on GPU and TPU.
+* ``"stacked"``: the same slices, arranged for XLA:CPU. The last spatial axis
+  is merged with the channels (``[..., W, C] -> [..., W * C]``, a free
+  reshape) so the innermost loop runs over ``W * C`` contiguous values, and
+  the maps filtered together are concatenated along that axis between the
+  first and the last pass. XLA:CPU never fuses a concatenation along the
+  minor axis, so each pass is materialised once instead of being recomputed
+  for every tap of the next pass (which plain slices suffer on CPU), and the
+  last pass filters every map in a single loop. The default on CPU.
+* ``"matmul"``: banded-matrix products along each axis, ``precision=HIGHEST``.
+* ``"conv"``: depthwise ``lax.conv_general_dilated`` along each axis,
+  ``precision=HIGHEST``.
+
+Every method agrees with a float64 reference to float32 rounding on every
+backend (``tests/test_filters.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+METHODS = ("slices", "stacked", "matmul", "conv")
+
+# Trace-time override of the per-backend choice, for tests and benchmarks only
+# (see `method_override`). A context variable, so threads do not share it.
+_OVERRIDE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dssim_mae_jax_filter_method", default=None
+)
 
 
 def gaussian_taps(size: int, sigma: float) -> tuple[float, ...]:
@@ -67,12 +99,56 @@ def pad_spatial(
     raise ValueError(f"Unknown padding mode {mode!r}.")
 
 
-def _filter_axis(x: jnp.ndarray, taps: Sequence[float], axis: int) -> jnp.ndarray:
+# ------------------------------------------------------------------ method choice
+
+
+def default_method(backend: str | None = None) -> str:
+    """The filtering method used on `backend` (default: JAX's default backend)."""
+    backend = jax.default_backend() if backend is None else backend
+    return "stacked" if backend == "cpu" else "slices"
+
+
+def resolve_method(method: str | None = None) -> str:
+    """`method`, else the active :func:`method_override`, else the backend default."""
+    if method is None:
+        method = _OVERRIDE.get()
+    if method is None:
+        return default_method()
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    return method
+
+
+@contextlib.contextmanager
+def method_override(method: str | None) -> Iterator[None]:
+    """Forces a filtering method while functions are *traced* (tests, benchmarks).
+
+    Only tracing inside the ``with`` block sees it: a function already compiled
+    by ``jax.jit`` keeps the method it was traced with.
+    """
+    if method is not None and method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    token = _OVERRIDE.set(method)
+    try:
+        yield
+    finally:
+        _OVERRIDE.reset(token)
+
+
+# ------------------------------------------------------------------ shifted slices
+
+
+def _filter_axis(x: jnp.ndarray, taps: Sequence[float], axis: int, stride: int = 1):
+    """Valid correlation along `axis`; tap ``i`` reads offset ``i * stride``.
+
+    ``stride > 1`` filters an axis whose samples are interleaved with
+    ``stride`` channels (a merged ``W * C`` axis).
+    """
     k = len(taps)
-    n = x.shape[axis] - k + 1
+    n = x.shape[axis] - (k - 1) * stride
 
     def shifted(i):
-        return lax.slice_in_dim(x, i, i + n, axis=axis)
+        return lax.slice_in_dim(x, i * stride, i * stride + n, axis=axis)
 
     out = None
     for i in range(k // 2):
@@ -89,10 +165,16 @@ def _filter_axis(x: jnp.ndarray, taps: Sequence[float], axis: int) -> jnp.ndarra
     return out
 
 
+def _pad_axis(x: jnp.ndarray, axis: int, width: int) -> jnp.ndarray:
+    widths = [(0, 0)] * x.ndim
+    widths[axis % x.ndim] = (width, width)
+    return jnp.pad(x, widths)
+
+
 def filter_valid(x: jnp.ndarray, taps: Sequence[float], axes: Sequence[int]) -> jnp.ndarray:
     """Valid correlation of `x` with the separable window `taps` along `axes`.
 
-    Each listed axis shrinks by ``len(taps) - 1``.
+    Each listed axis shrinks by ``len(taps) - 1``. Shifted slices, any axes.
     """
     for axis in axes:
         x = _filter_axis(x, taps, axis)
@@ -110,7 +192,136 @@ def filter_valid_transpose(
     k = len(taps)
     reversed_taps = tuple(taps[::-1])
     for axis in axes:
-        widths = [(0, 0)] * g.ndim
-        widths[axis % g.ndim] = (k - 1, k - 1)
-        g = _filter_axis(jnp.pad(g, widths), reversed_taps, axis)
+        g = _filter_axis(_pad_axis(g, axis, k - 1), reversed_taps, axis)
     return g
+
+
+def _stacked(arrays, taps: Sequence[float], n_spatial: int, transpose: bool):
+    """The ``"stacked"`` method (see the module docstring), valid or adjoint."""
+    k = len(taps)
+    grow = k - 1 if transpose else 0
+    taps = tuple(taps[::-1]) if transpose else tuple(taps)
+    channels = arrays[0].shape[-1]
+    major_axes = tuple(range(-n_spatial, -1))  # in the merged [..., W * C] layout
+    firsts = []
+    for a in arrays:
+        a = a.reshape(*a.shape[:-2], a.shape[-2] * channels)
+        for axis in major_axes:
+            a = _filter_axis(_pad_axis(a, axis, grow) if grow else a, taps, axis)
+        firsts.append(_pad_axis(a, -1, grow * channels) if grow else a)
+    width = firsts[0].shape[-1]  # of each piece, in the merged layout
+    out_width = width - (k - 1) * channels
+    if len(firsts) > 1 and major_axes:
+        # One minor-axis pass over all maps (their seams give a few unused
+        # columns); the concatenation materialises the first passes once.
+        last = _filter_axis(jnp.concatenate(firsts, axis=-1), taps, -1, channels)
+        pieces = [
+            lax.slice_in_dim(last, i * width, i * width + out_width, axis=-1)
+            for i in range(len(firsts))
+        ]
+    else:
+        pieces = [_filter_axis(a, taps, -1, channels) for a in firsts]
+    return tuple(p.reshape(*p.shape[:-1], out_width // channels, channels) for p in pieces)
+
+
+def _banded(n_in: int, taps: Sequence[float], dtype) -> jnp.ndarray:
+    """The (n_in - k + 1, n_in) matrix of a valid correlation along one axis."""
+    k = len(taps)
+    m = np.zeros((n_in - k + 1, n_in), np.float64)
+    for i in range(n_in - k + 1):
+        m[i, i : i + k] = taps
+    return jnp.asarray(m, dtype)
+
+
+def _matmul_axis(x: jnp.ndarray, taps, axis: int, transpose: bool) -> jnp.ndarray:
+    axis %= x.ndim
+    n_in = x.shape[axis] + (len(taps) - 1 if transpose else 0)
+    m = _banded(n_in, taps, x.dtype)
+    if transpose:
+        m = m.T
+    out = jnp.tensordot(m, x, axes=([1], [axis]), precision=lax.Precision.HIGHEST)
+    return jnp.moveaxis(out, 0, axis)
+
+
+def _conv_axis(x: jnp.ndarray, taps, axis: int, n_spatial: int, transpose: bool):
+    """Depthwise correlation along one spatial axis of ``[..., *spatial, C]``."""
+    lead, tail = x.shape[: x.ndim - n_spatial - 1], x.shape[x.ndim - n_spatial - 1 :]
+    channels = tail[-1]
+    z = x.reshape((-1, *tail))
+    k = len(taps)
+    position = axis % x.ndim - len(lead)  # 0 .. n_spatial - 1
+    kshape = [1] * n_spatial
+    kshape[position] = k
+    taps = tuple(taps[::-1]) if transpose else tuple(taps)
+    kernel = jnp.asarray(np.asarray(taps, np.float64).reshape((*kshape, 1, 1)), x.dtype)
+    kernel = jnp.broadcast_to(kernel, (*kshape, 1, channels))
+    padding = [(0, 0)] * n_spatial
+    if transpose:
+        padding[position] = (k - 1, k - 1)
+    spatial = "DHW"[3 - n_spatial :]
+    numbers = lax.conv_dimension_numbers(
+        z.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
+    )
+    out = lax.conv_general_dilated(
+        z,
+        kernel,
+        window_strides=(1,) * n_spatial,
+        padding=padding,
+        dimension_numbers=numbers,
+        feature_group_count=channels,
+        precision=lax.Precision.HIGHEST,
+    )
+    return out.reshape((*lead, *out.shape[1:]))
+
+
+def _filter_many(arrays, taps, axes, method, transpose):
+    arrays = tuple(arrays)
+    axes = tuple(axes)
+    if not arrays:
+        return ()
+    method = resolve_method(method)
+    ndim = arrays[0].ndim
+    n = len(axes)
+    # The per-axis methods need the spatial axes right before a channel axis.
+    channels_last = tuple(a % ndim for a in axes) == tuple(range(ndim - 1 - n, ndim - 1))
+    if method == "slices" or not channels_last:
+        one = filter_valid_transpose if transpose else filter_valid
+        return tuple(one(a, taps, axes) for a in arrays)
+    if method == "stacked":
+        return _stacked(arrays, taps, n, transpose)
+    out = []
+    for a in arrays:
+        for axis in axes:
+            if method == "matmul":
+                a = _matmul_axis(a, taps, axis, transpose)
+            else:
+                a = _conv_axis(a, taps, axis, n, transpose)
+        out.append(a)
+    return tuple(out)
+
+
+def filter_valid_many(
+    arrays: Sequence[jnp.ndarray],
+    taps: Sequence[float],
+    axes: Sequence[int],
+    *,
+    method: str | None = None,
+) -> tuple[jnp.ndarray, ...]:
+    """:func:`filter_valid` of each array (same shapes), by the backend's fastest method.
+
+    Filtering the maps together lets the ``"stacked"`` method share its last
+    pass. `method` (one of :data:`METHODS`) forces a formulation; by default
+    :func:`resolve_method` picks one at trace time.
+    """
+    return _filter_many(arrays, taps, axes, method, transpose=False)
+
+
+def filter_valid_transpose_many(
+    arrays: Sequence[jnp.ndarray],
+    taps: Sequence[float],
+    axes: Sequence[int],
+    *,
+    method: str | None = None,
+) -> tuple[jnp.ndarray, ...]:
+    """:func:`filter_valid_transpose` of each array, like :func:`filter_valid_many`."""
+    return _filter_many(arrays, taps, axes, method, transpose=True)

@@ -72,19 +72,21 @@ def _moments(spec: _Spec, x, y, mask):
     xp = _pad(spec, x) - cx
     dp = _pad(spec, x - y) - cd
     yp = xp - dp
-    filt = functools.partial(_filters.filter_valid, taps=spec.taps, axes=axes)
+    # All maps are filtered in one call: the per-backend method may share work
+    # between them (see _filters.filter_valid_many).
+    filt = functools.partial(_filters.filter_valid_many, taps=spec.taps, axes=axes)
     if mask is None:
         mp = inv_w = None
-        moments = (filt(xp), filt(dp), filt(xp * xp + yp * yp), filt(dp * dp))
+        moments = filt((xp, dp, xp * xp + yp * yp, dp * dp))
     else:
         # "same" treats the zero padding as data, so the padded mask is one there;
         # with an all-ones mask the result is then exactly the unmasked one.
         mp = _pad(spec, mask, constant=1.0)
-        w = filt(mp)
+        w, *sums = filt([mp] + [mp * v for v in (xp, dp, xp * xp + yp * yp, dp * dp)])
         ok = w > _MIN_SUPPORT
         # Positions that see no valid pixel get zero moments (and SSIM 1).
         inv_w = jnp.where(ok, 1.0 / jnp.where(ok, w, 1.0), 0.0)
-        moments = tuple(filt(mp * v) * inv_w for v in (xp, dp, xp * xp + yp * yp, dp * dp))
+        moments = tuple(v * inv_w for v in sums)
     return _Centered(xp, yp, dp, mp, inv_w, cx, cx - cd, cd), moments
 
 
@@ -144,11 +146,13 @@ def _ssim_cs_maps_bwd(spec, residuals, cotangents):
 
     if c.inv_w is not None:
         d_mx, d_my, d_sum, d_diff = (v * c.inv_w for v in (d_mx, d_my, d_sum, d_diff))
-    filt_t = functools.partial(_filters.filter_valid_transpose, taps=spec.taps, axes=spec.axes)
-    f_sum = filt_t(d_sum)
-    f_diff = 2.0 * c.dp * filt_t(d_diff)
-    gxp = filt_t(d_mx) + 2.0 * c.xp * f_sum + f_diff
-    gyp = filt_t(d_my) + 2.0 * c.yp * f_sum - f_diff
+    filt_t = functools.partial(_filters.filter_valid_transpose_many, taps=spec.taps, axes=spec.axes)
+    # Two groups, so that a gradient w.r.t. x alone (training) never filters d_my.
+    t_mx, t_sum, t_diff = filt_t((d_mx, d_sum, d_diff))
+    (t_my,) = filt_t((d_my,))
+    f_diff = 2.0 * c.dp * t_diff
+    gxp = t_mx + 2.0 * c.xp * t_sum + f_diff
+    gyp = t_my + 2.0 * c.yp * t_sum - f_diff
     if c.mp is not None:
         gxp, gyp = c.mp * gxp, c.mp * gyp
     # The padding is linear; its adjoint folds border contributions back.

@@ -1,0 +1,156 @@
+"""Every separable filtering method agrees with a float64 reference and with the others."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dssim_mae_jax import _filters, ssim
+
+METHODS = _filters.METHODS
+TAPS = {
+    "gaussian11": _filters.gaussian_taps(11, 1.5),
+    "uniform3": _filters.uniform_taps(3),
+    "asymmetric4": (0.1, 0.2, 0.3, 0.4),
+}
+# Shapes [..., *spatial, C] with their number of spatial axes.
+SHAPES = {
+    1: (2, 23, 3),
+    2: (2, 17, 19, 3),
+    3: (1, 13, 12, 14, 2),
+}
+
+
+def _reference_valid(x: np.ndarray, taps, n_spatial: int) -> np.ndarray:
+    """Valid separable correlation in float64, one axis at a time."""
+    k = len(taps)
+    for axis in range(x.ndim - 1 - n_spatial, x.ndim - 1):
+        n = x.shape[axis] - k + 1
+        x = sum(
+            t * np.take(x, np.arange(i, i + n), axis=axis) for i, t in enumerate(np.asarray(taps))
+        )
+    return x
+
+
+def _axes(n_spatial: int) -> tuple[int, ...]:
+    return tuple(range(-1 - n_spatial, -1))
+
+
+def _pair(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1.0, 2.0, shape), rng.uniform(-1.0, 2.0, shape)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n_spatial", [1, 2, 3])
+@pytest.mark.parametrize("taps_name", list(TAPS))
+def test_valid_matches_float64_reference(method, n_spatial, taps_name):
+    taps = TAPS[taps_name]
+    a, b = _pair(SHAPES[n_spatial])
+    expected = [_reference_valid(v, taps, n_spatial) for v in (a, b, a * b)]
+    f = jax.jit(lambda *v: _filters.filter_valid_many(v, taps, _axes(n_spatial), method=method))
+    got = f(*(jnp.asarray(v, jnp.float32) for v in (a, b, a * b)))
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape and g.dtype == jnp.float32
+        # Inputs are rounded to float32 first; sums of ~|2| values: a few ulps.
+        np.testing.assert_allclose(np.asarray(g), e, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n_spatial", [1, 2, 3])
+def test_float64_mode_is_exact(x64, method, n_spatial):
+    taps = TAPS["gaussian11"] if n_spatial < 3 else TAPS["uniform3"]
+    a, b = _pair(SHAPES[n_spatial], seed=1)
+    got = _filters.filter_valid_many(
+        (jnp.asarray(a), jnp.asarray(b)), taps, _axes(n_spatial), method=method
+    )
+    for g, v in zip(got, (a, b), strict=True):
+        assert g.dtype == jnp.float64
+        np.testing.assert_allclose(
+            np.asarray(g), _reference_valid(v, taps, n_spatial), rtol=0, atol=1e-13
+        )
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n_spatial", [1, 2, 3])
+@pytest.mark.parametrize("taps_name", ["gaussian11", "asymmetric4"])
+def test_transpose_is_the_adjoint(x64, method, n_spatial, taps_name):
+    """filter_valid_transpose_many is the VJP of filter_valid_many (float64, exact)."""
+    taps = TAPS[taps_name]
+    shape = SHAPES[n_spatial] if n_spatial < 3 or taps_name != "gaussian11" else (1, 12, 11, 13, 2)
+    a, b = (jnp.asarray(v) for v in _pair(shape, seed=2))
+    axes = _axes(n_spatial)
+    outs, vjp = jax.vjp(lambda p, q: _filters.filter_valid_many((p, q), taps, axes), a, b)
+    rng = np.random.default_rng(3)
+    cot = tuple(jnp.asarray(rng.normal(size=o.shape)) for o in outs)
+    expected = vjp(cot)
+    got = _filters.filter_valid_transpose_many(cot, taps, axes, method=method)
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_transpose_float32_agrees_with_slices(method):
+    taps = TAPS["gaussian11"]
+    rng = np.random.default_rng(4)
+    cot = [jnp.asarray(rng.normal(size=(2, 9, 7, 3)), jnp.float32) for _ in range(4)]
+    f = jax.jit(lambda *c: _filters.filter_valid_transpose_many(c, taps, (-3, -2), method=method))
+    ref = [_filters.filter_valid_transpose(c, taps, (-3, -2)) for c in cot]
+    for g, e in zip(f(*cot), ref, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=0, atol=2e-6)
+
+
+def test_single_array_and_non_channel_axes():
+    """One map, and axes that are not right before the last axis (plain slices)."""
+    taps = TAPS["gaussian11"]
+    a, _ = _pair((12, 13, 2, 3))
+    (got,) = _filters.filter_valid_many(
+        (jnp.asarray(a, jnp.float32),), taps, (0, 1), method="stacked"
+    )
+    k = len(taps)
+    ref = np.zeros((2, 3, 2, 3))
+    for i in range(2):
+        for j in range(3):
+            ref[i, j] = np.einsum(
+                "a,b,abcd->cd", np.asarray(taps), np.asarray(taps), a[i : i + k, j : j + k]
+            )
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=2e-6)
+
+
+def test_method_choice_and_override():
+    assert _filters.default_method("cpu") == "stacked"
+    assert _filters.default_method("gpu") == "slices"
+    assert _filters.default_method("tpu") == "slices"
+    assert _filters.resolve_method("matmul") == "matmul"
+    with _filters.method_override("conv"):
+        assert _filters.resolve_method() == "conv"
+    assert _filters.resolve_method() == _filters.default_method()
+    with pytest.raises(ValueError, match="method"):
+        _filters.resolve_method("fft")
+    with pytest.raises(ValueError, match="method"), _filters.method_override("fft"):
+        pass
+
+
+@pytest.mark.parametrize("padding", ["valid", "same", "reflect"])
+def test_ssim_value_and_gradient_agree_across_methods(padding):
+    """SSIM and its custom-VJP gradient are the same whichever method filters."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.uniform(size=(2, 24, 21, 3)), jnp.float32)
+    y = jnp.asarray(np.clip(np.asarray(x) + rng.normal(0, 0.1, x.shape), 0, 1), jnp.float32)
+    mask = jnp.asarray(rng.uniform(size=(2, 24, 21, 1)) > 0.2, jnp.float32)
+    results = {}
+    for method in METHODS:
+        with _filters.method_override(method):
+            f = jax.jit(
+                jax.value_and_grad(
+                    lambda a, b, m: ssim(a, b, max_val=1.0, padding=padding, mask=m).sum()
+                )
+            )
+            results[method] = f(x, y, mask)
+    value, grad = results["slices"]
+    for method, (v, g) in results.items():
+        np.testing.assert_allclose(float(v), float(value), rtol=0, atol=2e-6, err_msg=method)
+        np.testing.assert_allclose(
+            np.asarray(g), np.asarray(grad), rtol=0, atol=2e-6, err_msg=method
+        )
