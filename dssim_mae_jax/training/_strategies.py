@@ -81,6 +81,26 @@ def default_strategies(alpha: float = 0.84) -> dict[str, Strategy]:
 STRATEGIES: Mapping[str, Strategy] = default_strategies()
 
 
+def comparison_config(**fields: Any) -> Config:
+    """The shared base config of a comparison: `Config` defaults plus `fields`.
+
+    The default phases (30% then 70%, with their learning rates) give every strategy the same
+    schedule; checkpoints are written only at the end (one kept) and the progress bar is off.
+
+    Examples:
+      >>> comparison_config(steps=100, features=8).checkpoint_every
+      100
+    """
+    fields = {
+        "phases": tuple(p.to_dict() for p in DEFAULT_PHASES),
+        "progress_bar": False,
+        "keep_checkpoints": 1,
+        **fields,
+    }
+    fields.setdefault("checkpoint_every", max(int(fields.get("steps", Config().steps)), 1))
+    return Config(**fields).validate()
+
+
 def strategy_config(base: Config, strategy: Strategy, *, seed: int | None = None) -> Config:
     """`base` with the phase loss weights of `strategy` (and `seed`, when given).
 
@@ -200,7 +220,7 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ summaries
-def summarize(runs: Sequence[StrategyRun]) -> dict[str, dict[str, tuple[float, float]]]:
+def summarize_runs(runs: Sequence[StrategyRun]) -> dict[str, dict[str, tuple[float, float]]]:
     """Per strategy and metric: ``(mean, spread)`` over seeds of the model's held-out metrics.
 
     The spread is the sample standard deviation (0 for a single seed). The noisy input is
@@ -275,7 +295,7 @@ def _fmt(k: str, mean: float, spread: float, n: int) -> str:
 
 def results_table(runs: Sequence[StrategyRun]) -> str:
     """A Markdown table: held-out metrics per strategy, mean ± sample std over seeds."""
-    stats = summarize(runs)
+    stats = summarize_runs(runs)
     labels = {r.strategy: r.spec.label for r in runs}
     labels["input"] = "noisy input (no model)"
     n = len({r.seed for r in runs})
@@ -330,23 +350,34 @@ def differences_table(runs: Sequence[StrategyRun], reference: str = "mae") -> st
 
 
 def restored_crops(
-    run: StrategyRun, *, crop: int = 64, index: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(noisy, restored, clean) center crops of held-out image `index`, as in ``eval.json``."""
+    runs: Sequence[StrategyRun], *, crop: int = 64, index: int = 0
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(noisy, restored, clean) center crops of held-out image `index`, one triple per run.
+
+    The images are those behind ``eval.json`` (same noise: seed + 1). The runs must share
+    the model architecture and data (as the runs of one comparison do); the evaluator is
+    compiled once for all of them.
+    """
     from ._data import load_dataset
     from ._steps import create_train_state, evaluate_dataset, make_evaluator
 
-    _, model_def, _ = create_train_state(run.config)
-    dataset = load_dataset(run.config)
-    evaluate = make_evaluator(run.config, model_def)
-    _, shown = evaluate_dataset(
-        run.config, evaluate, run.params, dataset.eval, seed=run.config.seed + 1
-    )
-    noisy, restored, clean = shown[index]
-    h, w = clean.shape[:2]
-    c = min(crop, h, w)
-    top, left = (h - c) // 2, (w - c) // 2
-    return tuple(a[top : top + c, left : left + c] for a in (noisy, restored, clean))
+    if not runs:
+        return []
+    first = runs[0].config
+    _, model_def, _ = create_train_state(first)
+    dataset = load_dataset(first)
+    evaluate = make_evaluator(first, model_def)
+    out = []
+    for run in runs:
+        _, shown = evaluate_dataset(
+            run.config, evaluate, run.params, dataset.eval, seed=run.config.seed + 1
+        )
+        noisy, restored, clean = shown[index]
+        h, w = clean.shape[:2]
+        c = min(crop, h, w)
+        top, left = (h - c) // 2, (w - c) // 2
+        out.append(tuple(a[top : top + c, left : left + c] for a in (noisy, restored, clean)))
+    return out
 
 
 # ------------------------------------------------------------------------------ report
@@ -370,7 +401,7 @@ def _machine() -> str:
     )
 
 
-def report(runs: Sequence[StrategyRun], *, command: str, wall_seconds: float) -> str:
+def comparison_report(runs: Sequence[StrategyRun], *, command: str, wall_seconds: float) -> str:
     """The Markdown report written by :func:`main`."""
     base = runs[0].config
     seeds = sorted({r.seed for r in runs})
@@ -457,20 +488,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     parser.add_argument("--out", default="", help="write the Markdown report here")
     args = parser.parse_args(argv)
     chosen = default_strategies(args.alpha)
-    base = Config(
-        steps=args.steps,
-        features=args.features,
-        depth=args.depth,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        eval_crop=args.eval_crop,
-        phases=tuple(p.to_dict() for p in DEFAULT_PHASES),
-        progress_bar=False,
-        checkpoint_every=max(args.steps, 1),
-        keep_checkpoints=1,
-    )
     try:
-        base.validate()
+        base = comparison_config(
+            steps=args.steps,
+            features=args.features,
+            depth=args.depth,
+            batch_size=args.batch_size,
+            patch_size=args.patch_size,
+            eval_crop=args.eval_crop,
+        )
     except ConfigError as e:
         parser.error(str(e))
     t0 = time.perf_counter()
@@ -482,7 +508,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         log=lambda line: print(line, flush=True),
     )
     wall = time.perf_counter() - t0
-    text = report(runs, command=f"{prog} {shlex.join(argv)}".strip(), wall_seconds=wall)
+    text = comparison_report(runs, command=f"{prog} {shlex.join(argv)}".strip(), wall_seconds=wall)
     print(text)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
