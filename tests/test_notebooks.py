@@ -27,7 +27,8 @@ def kernel_name(tmp_path, monkeypatch):
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("DSSIM_MAE_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # The kernel draws inline figures unless a backend is forced from outside.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     return KERNEL
 
 

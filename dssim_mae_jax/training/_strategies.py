@@ -60,11 +60,11 @@ class Strategy:
     rest: tuple[float, float]
 
 
-def default_strategies(alpha: float = 0.84) -> dict[str, Strategy]:
+def default_strategies(*, alpha: float = 0.84) -> dict[str, Strategy]:
     """The four strategies of the comparison, DSSIM+MAE weighted ``alpha : 1 - alpha``.
 
     Examples:
-      >>> [s.rest for s in default_strategies(0.84).values()]
+      >>> [s.rest for s in default_strategies(alpha=0.84).values()]
       [(0.0, 1.0), (1.0, 0.0), (0.84, 0.16), (0.84, 0.16)]
     """
     if not 0.0 <= alpha <= 1.0:
@@ -249,7 +249,7 @@ def _mean_spread(vals: Sequence[float]) -> tuple[float, float]:
 
 
 def paired_differences(
-    runs: Sequence[StrategyRun], reference: str = "mae"
+    runs: Sequence[StrategyRun], *, reference: str = "mae"
 ) -> dict[str, dict[str, list[float]]]:
     """Per strategy and metric, the per-seed differences ``strategy - reference``."""
     ref = {r.seed: r.eval["model"] for r in runs if r.strategy == reference}
@@ -264,13 +264,13 @@ def paired_differences(
     return out
 
 
-def verdict(runs: Sequence[StrategyRun], strategy: str, reference: str = "mae") -> str:
+def verdict(runs: Sequence[StrategyRun], strategy: str, *, reference: str = "mae") -> str:
     """One sentence: does `strategy` beat `reference` on SSIM at equal or better PSNR?
 
     "Beats" means: SSIM higher for every seed, and mean PSNR no more than
     ``PSNR_TOLERANCE_DB`` below the reference's.
     """
-    diffs = paired_differences(runs, reference).get(strategy)
+    diffs = paired_differences(runs, reference=reference).get(strategy)
     if not diffs:
         return f"`{strategy}`: no paired runs with `{reference}` to compare."
     ds, dp = np.asarray(diffs["ssim"]), np.asarray(diffs["psnr"])
@@ -327,9 +327,9 @@ def per_seed_table(runs: Sequence[StrategyRun]) -> str:
     return "\n".join(lines)
 
 
-def differences_table(runs: Sequence[StrategyRun], reference: str = "mae") -> str:
+def differences_table(runs: Sequence[StrategyRun], *, reference: str = "mae") -> str:
     """A Markdown table of paired per-seed differences to `reference`, mean ± std."""
-    diffs = paired_differences(runs, reference)
+    diffs = paired_differences(runs, reference=reference)
     if not diffs:
         return ""
     cols = [k for k in METRICS if all(k in d for d in diffs.values())]
@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     parser.add_argument("--workdir", default="runs/strategies", help="(%(default)s)")
     parser.add_argument("--out", default="", help="write the Markdown report here")
     args = parser.parse_args(argv)
-    chosen = default_strategies(args.alpha)
+    chosen = default_strategies(alpha=args.alpha)
     try:
         base = comparison_config(
             steps=args.steps,
