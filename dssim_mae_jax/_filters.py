@@ -135,6 +135,29 @@ def method_override(method: str | None) -> Iterator[None]:
         _OVERRIDE.reset(token)
 
 
+# ------------------------------------------------------------------ channel constants
+
+
+def spread_channels(c: jnp.ndarray, shape: Sequence[int], method: str | None = None):
+    """Per-channel constants ``[..., 1, ..., 1, C]`` to subtract from maps of `shape`.
+
+    Returns `c` itself except for the ``"stacked"`` method with several
+    channels: there the filters read rows of ``W * C`` interleaved values, and
+    XLA:CPU would rebuild the channel index (a division per element, breaking
+    vectorisation) for every tap that reads the broadcast. So the constants are
+    expanded along the last spatial axis first (to ``[..., 1, W, C]``) by a
+    gather, which XLA materialises instead of fusing into the filters; the
+    broadcast left is along whole rows. Values are unchanged.
+    """
+    channels = c.shape[-1]
+    if resolve_method(method) != "stacked" or channels == 1 or c.shape[-2] != 1:
+        return c
+    width = shape[-2]
+    index = jnp.asarray(np.tile(np.arange(channels), width))
+    rows = jnp.take(c, index, axis=-1, mode="clip")
+    return rows.reshape(*c.shape[:-2], width, channels)
+
+
 # ------------------------------------------------------------------ shifted slices
 
 

@@ -69,8 +69,11 @@ def _moments(spec: _Spec, x, y, mask):
     axes = spec.axes
     cx = lax.stop_gradient(jnp.mean(x, axis=axes, keepdims=True))
     cd = lax.stop_gradient(jnp.mean(x - y, axis=axes, keepdims=True))
-    xp = _pad(spec, x) - cx
-    dp = _pad(spec, x - y) - cd
+    xp = _pad(spec, x)
+    dp = _pad(spec, x - y)
+    # The same constants, laid out for the filtering method (see _filters.spread_channels).
+    xp = xp - _filters.spread_channels(cx, xp.shape)
+    dp = dp - _filters.spread_channels(cd, dp.shape)
     yp = xp - dp
     # All maps are filtered in one call: the per-backend method may share work
     # between them (see _filters.filter_valid_many).
