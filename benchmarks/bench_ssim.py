@@ -153,6 +153,7 @@ def run_benchmark(
     with_dm_pix: bool = True,
     with_torch: bool = True,
     method: str | None = None,
+    chunk_elements: int | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Times every case at every size; one result row per (case, size, pass)."""
@@ -162,7 +163,7 @@ def run_benchmark(
         x, y = make_inputs(shape)
         timers: dict[tuple[str, str], Callable[[], float]] = {}
         memory: dict[tuple[str, str], int | None] = {}
-        with _filters.method_override(method):
+        with _filters.method_override(method), _filters.chunk_override(chunk_elements):
             for name, fn in jax_cases(shape, with_dm_pix=with_dm_pix).items():
                 for pass_name in ("fwd", "fwd+bwd"):
                     compiled = compile_pass(fn, x, y, pass_name)
@@ -252,6 +253,9 @@ def machine_description() -> dict[str, str]:
         "cpu_count": str(os.cpu_count()),
         "jax": jax.__version__,
         "filter_method": _filters.resolve_method(),
+        "chunk_elements": str(_filters.CPU_CHUNK_ELEMENTS)
+        if _filters.resolve_method() == "stacked"
+        else "none",
         "python": platform.python_version(),
     }
 
@@ -261,7 +265,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], machine: dict[str, str]) -> 
     lines = [
         f"Machine: {machine['device']} ({machine['backend']}); CPU {machine['cpu']}, "
         f"{machine['cpu_count']} cores; jax {machine['jax']}; "
-        f"filter method {machine['filter_method']}.",
+        f"filter method {machine['filter_method']}; "
+        f"batch chunks of {machine.get('chunk_elements', 'none')} elements.",
         "",
         "| size | pass | implementation | median ms | speed-up vs dm_pix | "
         "temp MiB | temp vs dm_pix | time vs ssim |",
@@ -290,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-dm-pix", action="store_true", help="skip dm_pix.ssim")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peers")
     parser.add_argument("--method", choices=_filters.METHODS, help="force a filtering method")
+    parser.add_argument(
+        "--chunk-elements",
+        type=int,
+        help="force the batch chunk size in elements (a huge value: no chunks)",
+    )
     args = parser.parse_args(argv)
 
     backend = jax.default_backend()
@@ -297,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_description()
     if args.method:
         machine["filter_method"] = args.method
+        if args.method != "stacked":
+            machine["chunk_elements"] = "none"
+    if args.chunk_elements:
+        machine["chunk_elements"] = str(args.chunk_elements)
     print("machine:", json.dumps(machine), flush=True)
     rows = run_benchmark(
         [parse_size(s) for s in sizes],
@@ -305,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with_dm_pix=not args.no_dm_pix,
         with_torch=not args.no_torch,
         method=args.method,
+        chunk_elements=args.chunk_elements,
         log=lambda line: print(line, flush=True),
     )
     table = format_markdown(rows, machine)

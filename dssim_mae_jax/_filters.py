@@ -47,6 +47,14 @@ METHODS = ("slices", "stacked", "matmul", "conv")
 _OVERRIDE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dssim_mae_jax_filter_method", default=None
 )
+# The same for the chunk size of `batch_chunks` (elements per chunk).
+_CHUNK_OVERRIDE: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "dssim_mae_jax_chunk_elements", default=None
+)
+# XLA:CPU ("stacked"): process the leading batch in chunks of at most about this
+# many elements (2 images of 256x256x3), so temporaries scale with a chunk
+# (measured in docs/benchmarks.md: 2 images use the least memory, at no cost in time).
+CPU_CHUNK_ELEMENTS = 2**19
 
 
 def gaussian_taps(size: int, sigma: float) -> tuple[float, ...]:
@@ -133,6 +141,47 @@ def method_override(method: str | None) -> Iterator[None]:
         yield
     finally:
         _OVERRIDE.reset(token)
+
+
+# ------------------------------------------------------------------ batch chunks
+
+
+def batch_chunks(n_images: int, image_elements: int, method: str | None = None) -> int:
+    """How many sequential chunks a batch of `n_images` images is processed in.
+
+    On XLA:CPU (the ``"stacked"`` method) the temporaries of the filters (the
+    concatenated first passes, the maps) are a few times the size of the
+    batch; processing chunks of at most :data:`CPU_CHUNK_ELEMENTS` elements in
+    a loop makes them scale with a chunk instead, and the smaller working set
+    is no slower. The count divides `n_images`; small batches stay in one
+    chunk. Other methods (GPU/TPU) keep the whole batch, where a sequential
+    loop would cost parallelism.
+    """
+    limit = _CHUNK_OVERRIDE.get()
+    if limit is None:
+        if resolve_method(method) != "stacked":
+            return 1
+        limit = CPU_CHUNK_ELEMENTS
+    per_chunk = max(1, limit // max(1, image_elements))
+    if per_chunk >= n_images:
+        return 1
+    # The smallest count whose chunks fit (chunks of equal size).
+    for count in range(-(-n_images // per_chunk), n_images + 1):
+        if n_images % count == 0:
+            return count
+    return n_images
+
+
+@contextlib.contextmanager
+def chunk_override(elements: int | None) -> Iterator[None]:
+    """Forces the chunk size of :func:`batch_chunks` while tracing (tests, benchmarks)."""
+    if elements is not None and (not isinstance(elements, int) or elements < 1):
+        raise ValueError(f"`elements` must be a positive integer or None, got {elements!r}.")
+    token = _CHUNK_OVERRIDE.set(elements)
+    try:
+        yield
+    finally:
+        _CHUNK_OVERRIDE.reset(token)
 
 
 # ------------------------------------------------------------------ channel constants

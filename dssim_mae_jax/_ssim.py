@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from dssim_mae_jax import _filters, _validation
@@ -113,23 +115,55 @@ def _maps(moments, centered: _Centered, c1, c2):
     return s, cs, (mx, my, mu_x, mu_y, md, dm, dl, vd, a1, b1, a2, b2, d)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _ssim_cs_maps(spec: _Spec, x, y, mask, c1, c2):
-    """(SSIM map, contrast-structure map), each [..., *out_spatial, C]."""
+def _over_chunks(spec: _Spec, fn, arrays):
+    """``fn(*arrays)``, the leading batch processed in sequential chunks.
+
+    `arrays` (None allowed) and the outputs of `fn` are ``[..., *spatial, C]``
+    with the same leading batch; :func:`_filters.batch_chunks` picks the number
+    of chunks from the static shapes (one, i.e. no loop, for small batches and
+    on GPU/TPU). Everything is per image, so chunks are independent.
+    """
+    trailing = spec.spatial_dims + 1
+    ref = arrays[0]
+    lead = ref.shape[: ref.ndim - trailing]
+    n = math.prod(lead)
+    count = _filters.batch_chunks(n, math.prod(ref.shape[ref.ndim - trailing :]))
+    if count == 1:
+        return fn(*arrays)
+
+    def split(a):
+        return None if a is None else a.reshape(count, n // count, *a.shape[a.ndim - trailing :])
+
+    out = lax.map(lambda args: fn(*args), tuple(split(a) for a in arrays))
+    return jax.tree.map(lambda o: o.reshape(*lead, *o.shape[2:]), out)
+
+
+def _ssim_cs(spec: _Spec, x, y, mask, c1, c2):
     centered, moments = _moments(spec, x, y, mask)
     s, cs, _ = _maps(moments, centered, c1, c2)
     return s, cs
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _ssim_cs_maps(spec: _Spec, x, y, mask, c1, c2):
+    """(SSIM map, contrast-structure map), each [..., *out_spatial, C]."""
+    return _over_chunks(spec, lambda a, b, m: _ssim_cs(spec, a, b, m, c1, c2), (x, y, mask))
+
+
 def _ssim_cs_maps_fwd(spec, x, y, mask, c1, c2):
+    # (symbolic_zeros: each array argument comes wrapped, its value in `.value`.)
+    x, y, mask, c1, c2 = (None if v is None else v.value for v in (x, y, mask, c1, c2))
     # Save only the inputs: the backward pass recomputes the four moment maps,
     # which costs less memory than keeping them and little extra time.
     return _ssim_cs_maps(spec, x, y, mask, c1, c2), (x, y, mask, c1, c2)
 
 
-def _ssim_cs_maps_bwd(spec, residuals, cotangents):
-    x, y, mask, c1, c2 = residuals
-    gs, gc = cotangents
+def _ssim_cs_grads(spec: _Spec, x, y, mask, gs, gc, c1, c2):
+    """Gradients of sum(gs * SSIM map + gc * cs map) w.r.t. x and y.
+
+    A cotangent of None is zero, and its terms are left out (`ssim` uses only
+    the SSIM map, MS-SSIM one of the two maps per scale).
+    """
     c, moments = _moments(spec, x, y, mask)
     _, _, terms = _maps(moments, c, c1, c2)
     mx, my, mu_x, mu_y, md, dm, dl, vd, a1, b1, a2, b2, d = terms
@@ -139,11 +173,16 @@ def _ssim_cs_maps_bwd(spec, residuals, cotangents):
     # dl = B1 - A1, B2 and vd = B2 - A2). Every term carries a factor that is
     # exactly zero when x == y (dl, dm, md, vd, dp), so identical images get
     # an exactly zero gradient.
-    q = gs * (a1 / d) + gc / b2  # d/dA2
     r = vd / b2
-    s_lum = gs * (a2 / d)
-    d_mx = 2.0 * (s_lum * (mu_y * dl - a1 * dm) / b1 + q * (md - r * mx))
-    d_my = 2.0 * (s_lum * (mu_x * dl + a1 * dm) / b1 - q * (md + r * my))
+    if gs is None:
+        q = gc / b2  # d/dA2
+        d_mx = 2.0 * (q * (md - r * mx))
+        d_my = -2.0 * (q * (md + r * my))
+    else:
+        q = gs * (a1 / d) if gc is None else gs * (a1 / d) + gc / b2
+        s_lum = gs * (a2 / d)
+        d_mx = 2.0 * (s_lum * (mu_y * dl - a1 * dm) / b1 + q * (md - r * mx))
+        d_my = 2.0 * (s_lum * (mu_x * dl + a1 * dm) / b1 - q * (md + r * my))
     d_sum = r * q
     d_diff = -q
 
@@ -162,11 +201,24 @@ def _ssim_cs_maps_bwd(spec, residuals, cotangents):
     _, pad_vjp = jax.vjp(lambda z: _pad(spec, z), x)
     (gx,) = pad_vjp(gxp)
     (gy,) = pad_vjp(gyp)
-    zero = lambda v: None if v is None else jnp.zeros_like(v)
-    return gx, gy, zero(mask), zero(c1), zero(c2)
+    return gx, gy
 
 
-_ssim_cs_maps.defvjp(_ssim_cs_maps_fwd, _ssim_cs_maps_bwd)
+def _ssim_cs_maps_bwd(spec, residuals, cotangents):
+    x, y, mask, c1, c2 = residuals
+    # Zero cotangents come as symbolic zeros: their terms are skipped.
+    gs, gc = (None if isinstance(v, SymbolicZero) else v for v in cotangents)
+    if gs is None and gc is None:
+        return None, None, None, None, None
+    gx, gy = _over_chunks(
+        spec,
+        lambda a, b, m, s, c: _ssim_cs_grads(spec, a, b, m, s, c, c1, c2),
+        (x, y, mask, gs, gc),
+    )
+    return gx, gy, None, None, None
+
+
+_ssim_cs_maps.defvjp(_ssim_cs_maps_fwd, _ssim_cs_maps_bwd, symbolic_zeros=True)
 
 
 def _constants(max_val, k1, k2, dtype):

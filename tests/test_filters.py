@@ -1,11 +1,13 @@
 """Every separable filtering method agrees with a float64 reference and with the others."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dssim_mae_jax import _filters, ssim
+from dssim_mae_jax import _filters, ms_ssim, ssim
 
 METHODS = _filters.METHODS
 TAPS = {
@@ -188,3 +190,89 @@ def test_ssim_check_grads_float64(x64, method):
     with _filters.method_override(method):
         f = jax.jit(lambda a, b: ssim(a, b, max_val=1.0, padding="same", mask=mask).sum())
         check_grads(f, (x, y), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+def test_batch_chunks_policy():
+    # Only the CPU "stacked" method chunks; counts divide the batch.
+    assert _filters.batch_chunks(16, 256 * 256 * 3, method="slices") == 1
+    assert _filters.batch_chunks(16, 256 * 256 * 3, method="stacked") == 8
+    assert _filters.batch_chunks(2, 32 * 32 * 3, method="stacked") == 1
+    with _filters.chunk_override(10):
+        assert _filters.batch_chunks(12, 4, method="slices") == 6  # 2 images per chunk
+        assert _filters.batch_chunks(7, 4) == 7  # prime: single images
+        assert _filters.batch_chunks(12, 5) == 6
+        assert _filters.batch_chunks(1, 100) == 1
+    with pytest.raises(ValueError, match="elements"), _filters.chunk_override(0):
+        pass
+
+
+def _value_and_grads(f, *args):
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(*args)
+
+
+def _assert_same(got, want, atol):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize(
+    ("spatial_dims", "padding", "masked"),
+    [
+        (2, "valid", False),
+        (2, "same", True),
+        (2, "reflect", True),
+        (1, "valid", True),
+        (3, "same", False),
+    ],
+)
+def test_chunked_batch_matches_unchunked(spatial_dims, padding, masked):
+    """Processing the batch in chunks changes nothing (values, maps, both gradients)."""
+    rng = np.random.default_rng(7)
+    shape = {1: (2, 3, 30, 2), 2: (6, 19, 17, 3), 3: (4, 12, 11, 10, 2)}[spatial_dims]
+    x = jnp.asarray(rng.uniform(size=shape), jnp.float32)
+    y = jnp.asarray(np.clip(np.asarray(x) + rng.normal(0, 0.2, shape), 0, 1), jnp.float32)
+    mask = jnp.asarray(rng.uniform(size=(*shape[:-1], 1)) > 0.3, jnp.float32) if masked else None
+    opts = dict(max_val=1.0, padding=padding, spatial_dims=spatial_dims, mask=mask, filter_size=7)
+
+    def run():
+        value = _value_and_grads(lambda a, b: ssim(a, b, **opts).sum(), x, y)
+        maps = jax.jit(lambda a, b: ssim(a, b, return_map=True, **opts))(x, y)
+        return value, maps
+
+    want = run()
+    for elements in (1, 2 * math.prod(shape[-1 - spatial_dims :])):  # single images, pairs
+        with _filters.chunk_override(elements):
+            jaxpr = jax.make_jaxpr(jax.grad(lambda a, b: ssim(a, b, **opts).sum()))(x, y)
+            assert "scan" in str(jaxpr)  # the chunked path is the one tested
+            _assert_same(run(), want, atol=1e-6)
+    assert "scan" not in str(jax.make_jaxpr(lambda a, b: ssim(a, b, **opts))(x, y))
+
+
+def test_chunked_float64_vmap_identity_and_ms_ssim(x64):
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.uniform(size=(2, 3, 12, 11, 2)))
+    y = jnp.asarray(rng.uniform(size=(2, 3, 12, 11, 2)))
+    xs = jnp.asarray(rng.uniform(size=(4, 161, 163, 1)))
+    ys = jnp.asarray(np.clip(np.asarray(xs) + rng.normal(0, 0.1, xs.shape), 0, 1))
+
+    def f(a, b):
+        return ssim(a, b, max_val=1.0, filter_size=5).sum()
+
+    def g(a, b):
+        return jax.vmap(lambda p, t: ssim(p, t, max_val=1.0, filter_size=5))(a, b).sum()
+
+    def h(a, b):
+        return ms_ssim(a, b, max_val=1.0).sum()
+
+    want = [_value_and_grads(fn, *args) for fn, args in ((f, (x, y)), (g, (x, y)), (h, (xs, ys)))]
+    with _filters.chunk_override(1):
+        got = [
+            _value_and_grads(fn, *args) for fn, args in ((f, (x, y)), (g, (x, y)), (h, (xs, ys)))
+        ]
+        (value, (gx, gy)) = _value_and_grads(f, x, x)
+        from jax.test_util import check_grads
+
+        check_grads(jax.jit(f), (x[:1], y[:1]), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+    _assert_same(got, want, atol=1e-12)
+    assert float(value) == x.shape[0] * x.shape[1]  # SSIM(x, x) = 1 exactly, per image
+    assert not np.any(np.asarray(gx)) and not np.any(np.asarray(gy))
