@@ -225,7 +225,8 @@ def _constants(max_val, k1, k2, dtype):
     _validation.check_positive("max_val", max_val)
     _validation.check_nonnegative("k1", k1)
     _validation.check_nonnegative("k2", k2)
-    max_val = jnp.asarray(max_val, dtype)
+    # The data range is a constant of the metric: no gradient flows into it.
+    max_val = lax.stop_gradient(jnp.asarray(max_val, dtype))
     if max_val.ndim != 0:
         raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
     return (k1 * max_val) ** 2, (k2 * max_val) ** 2
@@ -319,7 +320,8 @@ def ssim(
         are converted to float32; give the matching ``max_val``, e.g. 255).
       targets: images of the same shape.
       max_val: the data range ``L`` (1.0 for [0, 1] data, 255 for uint8). A
-        positive scalar; it may be a traced array.
+        positive scalar; it may be a traced array (treated as a constant: no
+        gradient flows into it).
       filter_size: window size in taps along each spatial axis.
       filter_sigma: standard deviation of the Gaussian window (ignored for
         ``window="uniform"``).

@@ -404,3 +404,9 @@ def test_errors_are_raised_while_tracing_under_jit():
 def test_max_val_is_required():
     with pytest.raises(TypeError, match="max_val"):
         ssim(GOOD, GOOD)  # pylint: disable=missing-kwoa
+
+
+def test_max_val_is_a_constant_without_gradient():
+    x, y = rand((1, 16, 16, 1), 30, np.float32), rand((1, 16, 16, 1), 31, np.float32)
+    g = jax.grad(lambda m: ssim(x, y, max_val=m).sum())(jnp.float32(1.0))
+    assert float(g) == 0.0
