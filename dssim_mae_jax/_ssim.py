@@ -303,7 +303,7 @@ def ssim(
     * ``padding="same"``: zero padding, mean over the full map (3D Gaussian
       Splatting, fused-ssim).
     * ``padding="reflect"``: mirror padding without repeating the edge sample
-      (numpy ``"reflect"``; kornia, torchmetrics, monodepth2), full map.
+      (numpy ``"reflect"``; kornia, torchmetrics >= Sept. 2024, monodepth2), full map.
     * ``window="uniform"``: a ``filter_size`` box window (monodepth2 uses a
       3x3 box with reflect padding).
     * ``spatial_dims=3`` for volumes ``[..., D, H, W, C]`` (the same separable
