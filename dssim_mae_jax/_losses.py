@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _validation
-from dssim_mae_jax._metrics import mae, psnr
+from dssim_mae_jax import _filters, _validation
+from dssim_mae_jax._metrics import absolute_difference, image_axes, mae, psnr, weighted_mean
 from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields
 from dssim_mae_jax._ssim import ms_ssim, ssim
 
@@ -21,10 +21,6 @@ WEIGHT_KEYS = ("ssim", "mae")
 
 
 # ---------------------------------------------------------------------------- helpers
-def _image_axes(spatial_dims: int) -> tuple[int, ...]:
-    return tuple(range(-1 - spatial_dims, 0))
-
-
 def _structural(cfg: LossConfig, s):
     """D from S (a per-image value or a map), in the config's form, clipped if asked."""
     d = (1.0 - s) / 2.0 if cfg.dssim_form == "half" else 1.0 - s
@@ -44,16 +40,6 @@ def _crop_to_map(cfg: LossConfig, v):
     return v
 
 
-def _weighted_mean(values, weights, axes, empty):
-    """Mean over `axes` weighted by `weights` (None: plain); all-zero weights give `empty`."""
-    if weights is None:
-        return jnp.mean(values, axis=axes)
-    total = jnp.sum(weights, axis=axes)
-    has = total > 0
-    mean = jnp.sum(values * weights, axis=axes) / jnp.where(has, total, 1.0)
-    return jnp.where(has, mean, empty)
-
-
 @functools.cache
 def _gaussian_mae_weights(shape: tuple[int, ...], size: int, sigma: float) -> np.ndarray:
     """Per-pixel weights equal to 'filter |e| with the window (valid), then average'.
@@ -63,9 +49,7 @@ def _gaussian_mae_weights(shape: tuple[int, ...], size: int, sigma: float) -> np
     ``w[i] = sum_j g[i - j] / (N - K + 1)``, the box of valid positions
     convolved with g. The N-D weights are the outer product; they sum to 1.
     """
-    d = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(d**2) / (2.0 * sigma**2))
-    g /= g.sum()
+    g = np.asarray(_filters.gaussian_taps(size, sigma))
     out = np.ones((), np.float64)
     for n in shape:
         valid = n - size + 1
@@ -90,7 +74,7 @@ def _mae_term(cfg: LossConfig, x, y, mask):
     w = jnp.broadcast_to(w[..., None], x.shape)
     if mask is not None:
         w = w * mask
-    value = _weighted_mean(jnp.abs(x - y), w, _image_axes(cfg.spatial_dims), 0.0)
+    value = weighted_mean(absolute_difference(x, y), w, image_axes(cfg.spatial_dims), 0.0)
     if scale is not None:
         value = value / jnp.asarray(scale, value.dtype)
     return value
@@ -145,16 +129,16 @@ def evaluate_terms(cfg: LossConfig, predictions: ArrayLike, targets: ArrayLike, 
         centre = None if full_mask is None else _crop_to_map(cfg, full_mask)
         spatial = tuple(range(-1 - cfg.spatial_dims, -1))
         # S per image exactly as `ssim` reduces its map: channel by channel, then mean.
-        out["ssim"] = jnp.mean(_weighted_mean(s_map, centre, spatial, 1.0), axis=-1)
+        out["ssim"] = jnp.mean(weighted_mean(s_map, centre, spatial, 1.0), axis=-1)
         d_map = _structural(cfg, s_map)
-        e_map = jnp.abs(_crop_to_map(cfg, x) - _crop_to_map(cfg, y))
+        e_map = absolute_difference(_crop_to_map(cfg, x), _crop_to_map(cfg, y))
         if cfg.normalize_mae:
             e_map = e_map / jnp.asarray(cfg.max_val, e_map.dtype)
         out["dssim_map"], out["mae_map"] = d_map, e_map
         if cfg.per_pixel:
-            axes = _image_axes(cfg.spatial_dims)
-            out["dssim"] = _weighted_mean(d_map, centre, axes, 0.0)
-            out["mae"] = _weighted_mean(e_map, centre, axes, 0.0)
+            axes = image_axes(cfg.spatial_dims)
+            out["dssim"] = weighted_mean(d_map, centre, axes, 0.0)
+            out["mae"] = weighted_mean(e_map, centre, axes, 0.0)
         else:
             out["dssim"] = _structural(cfg, out["ssim"])
             out["mae"] = _mae_term(cfg, x, y, mask)

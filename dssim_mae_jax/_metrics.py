@@ -22,18 +22,24 @@ def _abs_jvp(primals, tangents):
     return jnp.abs(v), jnp.sign(v) * dv
 
 
-def _image_axes(spatial_dims: int) -> tuple[int, ...]:
+def absolute_difference(x, y):
+    """``|x - y|`` whose derivative is 0 where ``x == y`` (shared with the losses)."""
+    return _abs(x - y)
+
+
+def image_axes(spatial_dims: int) -> tuple[int, ...]:
+    """The spatial and channel axes of ``[..., *spatial, C]`` images."""
     return tuple(range(-1 - spatial_dims, 0))
 
 
-def _weighted_image_mean(values, mask, spatial_dims):
-    axes = _image_axes(spatial_dims)
-    if mask is None:
+def weighted_mean(values, weights, axes, empty):
+    """Mean over `axes` weighted by `weights` (None: plain); all-zero weights give `empty`."""
+    if weights is None:
         return jnp.mean(values, axis=axes)
-    total = jnp.sum(mask, axis=axes)
+    total = jnp.sum(weights, axis=axes)
     has = total > 0
-    # An image with an empty mask has no error to report: 0, with a zero gradient.
-    return jnp.where(has, jnp.sum(values * mask, axis=axes) / jnp.where(has, total, 1.0), 0.0)
+    mean = jnp.sum(values * weights, axis=axes) / jnp.where(has, total, 1.0)
+    return jnp.where(has, mean, empty)
 
 
 def mae(
@@ -81,7 +87,8 @@ def mae(
     x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
     _validation.check_positive("max_val", max_val, allow_none=True)
     mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-    value = _weighted_image_mean(_abs(x - y), mask, spatial_dims)
+    # An image with an empty mask has no error to report: 0, with a zero gradient.
+    value = weighted_mean(absolute_difference(x, y), mask, image_axes(spatial_dims), 0.0)
     if max_val is not None:
         value = value / jnp.asarray(max_val, value.dtype)
     return value
@@ -128,7 +135,7 @@ def psnr(
     x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
     _validation.check_positive("max_val", max_val)
     mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-    mse = _weighted_image_mean(jnp.square(x - y), mask, spatial_dims)
+    mse = weighted_mean(jnp.square(x - y), mask, image_axes(spatial_dims), 0.0)
     positive = mse > 0
     # log of a zero MSE would make the gradient NaN; report inf with zero gradient.
     safe = jnp.where(positive, mse, 1.0)

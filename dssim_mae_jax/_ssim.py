@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
@@ -336,7 +338,8 @@ def ssim(
         the map is averaged with the mask at each window's centre as weight. An
         image (channel) whose weights are all zero gets SSIM 1. With
         ``padding="same"`` the zero padding counts as valid data, so an
-        all-ones mask gives exactly the unmasked result.
+        all-ones mask gives exactly the unmasked result. The mask is treated as
+        constant weights (no gradient flows into it).
       return_map: return the per-channel SSIM map instead of its mean. Its shape
         is ``[..., H - filter_size + 1, W - filter_size + 1, C]`` for
         ``"valid"`` and ``[..., H, W, C]`` for ``"same"`` and ``"reflect"``
@@ -416,6 +419,9 @@ def _prepare(x, *, max_val, filter_size, filter_sigma, k1, k2, window, padding, 
     )
     c1, c2 = _constants(max_val, k1, k2, x.dtype)
     mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
+    if mask is not None:
+        # Masks are constant weights: no gradient flows into them.
+        mask = lax.stop_gradient(mask)
     spec = _Spec(_filters.window_taps(window, filter_size, filter_sigma), spatial_dims, padding)
     return spec, mask, c1, c2
 
@@ -564,8 +570,15 @@ def ms_ssim(
       ``tf.image.ssim_multiscale`` (which matches the authors' MATLAB code).
     """
     x, y = _validation.as_float_pair(predictions, targets, min_rank=3)
-    if not isinstance(power_factors, tuple | list) or not power_factors:
-        raise ValueError(f"`power_factors` must be a non-empty sequence, got {power_factors!r}.")
+    if (
+        not isinstance(power_factors, tuple | list)
+        or not power_factors
+        or not all(isinstance(w, numbers.Real) and 0 <= w < np.inf for w in power_factors)
+    ):
+        raise ValueError(
+            "`power_factors` must be a non-empty sequence of finite numbers >= 0, "
+            f"got {power_factors!r}."
+        )
     levels = len(power_factors)
     _validation.check_positive("filter_size", filter_size, integer=True)
     min_size = (filter_size - 1) * 2 ** (levels - 1) + 1

@@ -80,6 +80,12 @@ def check_positive(name: str, value, *, allow_none: bool = False, integer: bool 
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         if not jnp.issubdtype(jnp.dtype(value.dtype), jnp.number):
             raise TypeError(f"`{name}` must be numeric, got dtype {value.dtype}.")
+        try:
+            concrete = np.asarray(value)
+        except jax.errors.TracerArrayConversionError:
+            return  # traced: its value is unknown while tracing
+        if not (np.all(np.isfinite(concrete)) and np.all(concrete > 0)):
+            raise ValueError(f"`{name}` must be positive and finite, got {concrete}.")
         return
     raise TypeError(f"`{name}` must be a positive number, got {type(value).__name__} ({value!r}).")
 

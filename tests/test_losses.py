@@ -245,10 +245,21 @@ def test_gradients_finite_on_adversarial_inputs(name):
             value, g = grads(x, y, jnp.float32(w_s), jnp.float32(w_a), mask)
             assert np.isfinite(value), (name, w_s, w_a)
             assert np.isfinite(g).all(), (name, w_s, w_a, mask is None)
-    # Identical images are a minimum of the structural term: its gradient is zero there.
-    # (The MAE term's is not: jnp.abs, hence `mae`, has derivative 1 at 0.)
-    _, g = grads(x, y, jnp.float32(1.0), jnp.float32(0.0), None)
-    np.testing.assert_allclose(g[0], 0.0, atol=1e-6)
+    # Identical images (batch entry 0) are a minimum of both terms: the gradient of every
+    # weighting is exactly zero there (MAE uses the subgradient 0 at 0).
+    for w_s, w_a in ((cfg.w_structural, cfg.w_absolute), (0.0, 1.0), (1.0, 0.0)):
+        _, g = grads(x, y, jnp.float32(w_s), jnp.float32(w_a), None)
+        assert float(jnp.abs(g[0]).max()) == 0.0, (name, w_s, w_a)
+
+
+@pytest.mark.parametrize("name", SSIM_PRESETS)
+def test_gradient_of_loss_maps_is_exactly_zero_at_identity(name):
+    cfg = dmj.PRESETS[name]
+    x, _ = _images((1, 20, 21, 3))
+    x = cfg.max_val * x
+    loss_fn = dmj.make_loss(name, return_map=True)
+    g = jax.jit(jax.grad(lambda p: jnp.sum(loss_fn(p, x)[0])))(x)
+    assert float(jnp.abs(g).max()) == 0.0
 
 
 def test_check_grads_float64(x64):

@@ -118,6 +118,7 @@ def test_gradients_finite_on_adversarial_inputs():
         ((200, 150, 3), {}, "at least 161"),
         ((20, 40, 1), {"power_factors": (0.5, 0.5)}, "at least 21"),
         ((200, 200, 1), {"power_factors": ()}, "power_factors"),
+        ((200, 200, 1), {"power_factors": (-0.3, 0.3, 0.4)}, "power_factors"),
         ((200, 200, 1), {"max_val": -1.0}, "max_val"),
         ((200, 200, 1), {"filter_size": 0}, "filter_size"),
     ],

@@ -410,3 +410,17 @@ def test_max_val_is_a_constant_without_gradient():
     x, y = rand((1, 16, 16, 1), 30, np.float32), rand((1, 16, 16, 1), 31, np.float32)
     g = jax.grad(lambda m: ssim(x, y, max_val=m).sum())(jnp.float32(1.0))
     assert float(g) == 0.0
+
+
+def test_mask_is_a_constant_without_gradient():
+    x, y = rand((1, 16, 16, 1), 32, np.float32), rand((1, 16, 16, 1), 33, np.float32)
+    mask = np.ones((1, 16, 16, 1), np.float32)
+    g = jax.grad(lambda m: ssim(x, y, max_val=1.0, mask=m).sum())(mask)
+    assert float(jnp.abs(g).max()) == 0.0
+
+
+def test_concrete_non_positive_max_val_arrays_are_rejected():
+    with pytest.raises(ValueError, match="`max_val` must be positive"):
+        ssim(GOOD, GOOD, max_val=jnp.array(-1.0))
+    with pytest.raises(ValueError, match="`max_val` must be a positive"):
+        ssim(GOOD, GOOD, max_val=np.float32(0.0))
