@@ -94,3 +94,71 @@ def test_prefetcher_reraises_errors():
 def test_center_crop_multiple():
     img = np.zeros((101, 57, 3))
     assert training.center_crop(img, 64, multiple=4).shape == (64, 56, 3)
+
+
+def _png_rgb16(path, array):
+    """A 16-bit RGB PNG written by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    h, w, _ = array.shape
+    a = array.astype(">u2")
+    raw = b"".join(b"\x00" + a[i].tobytes() for i in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_16_bit_images_keep_their_range(tmp_path):
+    import skimage.data
+
+    camera = skimage.data.camera()
+    gray16 = camera.astype(np.uint16) * 257  # the same photograph on the 16-bit range
+    Image.fromarray(gray16).save(tmp_path / "a16.png")
+    with Image.open(tmp_path / "a16.png") as im:
+        assert im.mode in ("I;16", "I;16B", "I")
+        im.load()
+        im = im.copy()
+    _png_rgb16(tmp_path / "c_rgb16.png", np.repeat(gray16[:64, :64, None], 3, axis=-1))
+    from dssim_mae_jax.training._data import _image_array
+
+    # Big-endian and 32-bit integer modes, as other Pillow versions open 16-bit PNGs.
+    for mode in ("I;16B", "I"):
+        pil = im.convert("I") if mode == "I" else Image.fromarray(gray16.astype(">u2"))
+        assert pil.mode == mode
+        arr = _image_array(pil)
+        assert arr.dtype == np.uint16, mode
+        np.testing.assert_array_equal(arr, gray16)
+    c = training.Config(data_dir=str(tmp_path), patch_size=32, num_eval_images=1, channels=1)
+    ds = training.load_dataset(c)
+    images = dict(zip(ds.train_names + ds.eval_names, ds.train + ds.eval, strict=True))
+    expected = camera.mean() / 255.0
+    assert abs(expected - 0.506) < 1e-3
+    np.testing.assert_allclose(images["a16.png"].mean(), expected, atol=1e-4)
+    np.testing.assert_allclose(images["a16.png"][..., 0], camera / 255.0, atol=1e-6)
+    # 16-bit RGB: Pillow keeps the high byte of each sample, so colours are right too.
+    np.testing.assert_allclose(images["c_rgb16.png"][..., 0], camera[:64, :64] / 255.0, atol=1e-5)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    yy, xx = np.mgrid[0:40, 0:60]  # smooth, so JPEG keeps it close
+    pixels = np.stack([xx * 4, yy * 6, np.full_like(xx, 128)], -1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": how a portrait phone photo is stored
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", exif=exif, quality=95)
+    Image.fromarray(pixels).save(tmp_path / "b.png")
+    c = training.Config(data_dir=str(tmp_path), patch_size=32, num_eval_images=1)
+    ds = training.load_dataset(c)
+    images = dict(zip(ds.train_names + ds.eval_names, ds.train + ds.eval, strict=True))
+    assert images["a.jpg"].shape == (60, 40, 3)  # upright: portrait
+    assert images["b.png"].shape == (40, 60, 3)
+    upright = np.rot90(pixels, k=-1) / 255.0
+    assert np.abs(images["a.jpg"] - upright).mean() < 0.02
+    assert np.abs(images["a.jpg"] - np.rot90(pixels, k=1) / 255.0).mean() > 0.1

@@ -72,14 +72,32 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return (img[..., :3] @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None]
 
 
+# PIL modes of 16-bit grayscale images ("I" is how some PIL versions open 16-bit PNGs).
+_GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def _load_file(path: str) -> np.ndarray:
-    from PIL import Image
+    """A PNG/JPEG as uint8 (or uint16 for 16-bit files) [H, W(, C)], upright per its EXIF."""
+    from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         im.load()
-        if im.mode not in ("L", "RGB", "LA", "RGBA"):
-            im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-        return np.asarray(im)
+        # Phone cameras store the sensor's orientation in EXIF instead of rotating the pixels.
+        return _image_array(ImageOps.exif_transpose(im))
+
+
+def _image_array(im) -> np.ndarray:
+    if im.mode in _GRAY16_MODES:
+        arr = np.asarray(im)
+        if im.mode == "I":  # int32 holding 16-bit values
+            arr = np.clip(arr, 0, 65535)
+        # Native-endian uint16, so `to_channels` divides by 65535 (not 255).
+        return arr.astype(np.uint16)
+    # Pillow opens 16-bit RGB(A) PNGs as 8-bit "RGB"/"RGBA" (the high byte of each
+    # sample): correct colours at 8-bit precision, handled below.
+    if im.mode not in ("L", "RGB", "LA", "RGBA"):
+        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+    return np.asarray(im)
 
 
 def find_images(data_dir: str) -> list[str]:
