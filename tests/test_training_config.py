@@ -100,3 +100,35 @@ def test_cli_help_and_invalid_value_exit_before_work(tmp_path):
     assert bad.returncode == 2
     assert "config.task" in bad.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"spatial_dims": 1}, "loss_overrides.spatial_dims"),
+        ({"spatial_dims": 3}, "loss_overrides.spatial_dims"),
+        ({"return_map": True}, "loss_overrides.return_map"),
+        ({"reduction": "mean"}, "loss_overrides.reduction"),
+        ({"reduction": "sum"}, "loss_overrides.reduction"),
+    ],
+)
+def test_loss_overrides_that_change_what_is_trained_are_refused(override, field, tmp_path):
+    with pytest.raises(training.ConfigError, match=field.replace(".", r"\.")):
+        training.Config(loss_overrides=override).validate()
+    with pytest.raises(training.ConfigError, match=field.replace(".", r"\.")):
+        training.train_and_evaluate(training.Config(loss_overrides=override), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()  # refused before any work
+    # The values training uses anyway are accepted.
+    fixed = {"spatial_dims": 2, "return_map": False, "reduction": "none"}
+    training.Config(loss_overrides={k: fixed[k] for k in override}).validate()
+
+
+def test_loss_override_error_from_the_command_line(tmp_path):
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--workdir", str(tmp_path / "w"),
+         "--loss-overrides", '{"reduction": "mean"}'],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "config.loss_overrides.reduction" in bad.stderr
+    assert not (tmp_path / "w").exists()

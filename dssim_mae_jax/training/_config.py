@@ -225,6 +225,7 @@ def _validate(c: Config) -> None:
     _require(c.eval_crop >= c.patch_size // 2, "eval_crop", c.eval_crop, ">= patch_size / 2")
     _require(c.prefetch >= 0, "prefetch", c.prefetch, ">= 0")
     _require(isinstance(c.preset, str) and c.preset, "preset", c.preset, "a preset name")
+    _validate_loss_overrides(c.loss_overrides)
     _require(c.steps >= 1, "steps", c.steps, ">= 1")
     _require(0 <= c.warmup_fraction < 1, "warmup_fraction", c.warmup_fraction, "in [0, 1)")
     _require(0 <= c.final_lr_fraction <= 1, "final_lr_fraction", c.final_lr_fraction, "in [0, 1]")
@@ -237,6 +238,27 @@ def _validate(c: Config) -> None:
     _require(c.num_samples >= 0, "num_samples", c.num_samples, ">= 0")
     _require(c.num_devices >= 0, "num_devices", c.num_devices, ">= 0")
     _validate_phases(c)
+
+
+# make_loss options the train step fixes: it vmaps the loss over [H, W, C] images, averages
+# one loss per image and logs the per-image terms. Overriding them would train something else.
+FIXED_LOSS_OPTIONS = {"spatial_dims": 2, "return_map": False, "reduction": "none"}
+
+
+def _validate_loss_overrides(overrides: Any) -> None:
+    _require(
+        isinstance(overrides, Mapping), "loss_overrides", overrides, "a JSON object of options"
+    )
+    for key, fixed in FIXED_LOSS_OPTIONS.items():
+        if key in overrides:
+            value = overrides[key]
+            _require(
+                type(value) is type(fixed) and value == fixed,
+                f"loss_overrides.{key}",
+                value,
+                f"{fixed!r} (training needs {key}={fixed!r}: the train step computes one "
+                "loss per [H, W, C] image and averages them itself); remove this override",
+            )
 
 
 def _validate_phases(c: Config) -> None:

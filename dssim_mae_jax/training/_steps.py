@@ -19,7 +19,7 @@ from flax import nnx
 import dssim_mae_jax as dmj
 
 from . import _color
-from ._config import GROUPS, Config, ConfigError
+from ._config import FIXED_LOSS_OPTIONS, GROUPS, Config, ConfigError
 from ._data import degrade
 from ._models import make_model
 from ._schedules import loss_weights_fn, make_optimizer, phase_boundaries, phase_index
@@ -103,6 +103,12 @@ def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config.preset / config.loss_overrides: {e}") from e
     cfg = loss_fn.config
+    for key, fixed in FIXED_LOSS_OPTIONS.items():  # a preset could set them too
+        if getattr(cfg, key) != fixed:
+            raise ConfigError(
+                f"config.preset: {config.preset!r} sets {key}={getattr(cfg, key)!r}; training "
+                f"needs {key}={fixed!r} (one loss per [H, W, C] image)"
+            )
     min_size = (cfg.filter_size - 1) * 2 ** (cfg.levels - 1) + 1
     if config.patch_size < min_size:
         raise ConfigError(
