@@ -135,4 +135,10 @@ def broadcast_mask(mask: ArrayLike | None, shape: tuple[int, ...], dtype) -> jnp
             f"`mask` must broadcast to the image shape {tuple(shape)} (e.g. [..., H, W, 1] or "
             f"[..., H, W, C]), got shape {tuple(mask.shape)}."
         )
+    try:
+        concrete = np.asarray(mask)
+    except jax.errors.TracerArrayConversionError:
+        concrete = None  # traced: its values are unknown while tracing
+    if concrete is not None and concrete.dtype != np.bool_ and np.any(concrete < 0):
+        raise ValueError("`mask` must hold weights >= 0 (1 valid, 0 invalid), got negative values.")
     return jnp.broadcast_to(jnp.asarray(mask, dtype), shape)

@@ -381,6 +381,7 @@ GOOD = np.zeros((16, 16, 3), np.float32)
         ({"k1": -0.1}, (GOOD, GOOD), ValueError, "`k1`"),
         ({"spatial_dims": 4}, (GOOD, GOOD), ValueError, "`spatial_dims` must be 1, 2 or 3"),
         ({"mask": np.ones((15, 16, 1))}, (GOOD, GOOD), ValueError, "`mask` must broadcast"),
+        ({"mask": -np.ones((16, 16, 1))}, (GOOD, GOOD), ValueError, "`mask` must hold weights"),
         ({}, (GOOD.astype(complex), GOOD), TypeError, "`predictions` must hold real"),
         ({}, (GOOD, np.array([["a"]])), TypeError, "`targets` must hold real"),
     ],
