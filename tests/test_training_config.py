@@ -92,7 +92,12 @@ def test_cli_help_and_invalid_value_exit_before_work(tmp_path):
     for flag in ("--workdir", "--steps", "--batch-size", "--patch-size", "--seed", "--preset",
                  "--task", "--data-dir", "--phases", "--noise-sigma"):  # fmt: skip
         assert flag in out.stdout
-    assert "(default: 500)" in " ".join(out.stdout.split())
+    text = " ".join(out.stdout.split())
+    assert "(default: 500)" in text
+    # Boolean flags show their default too, once.
+    assert "show a tqdm progress bar (default: True, i.e. --progress-bar)" in text
+    assert "(multi-host runs) (default: False, i.e. --no-distributed)" in text
+    assert text.count("(default: True") == 1 and text.count("(default: False") == 1
     bad = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--workdir", str(tmp_path / "w"), "--task", "x"],
         capture_output=True, text=True, cwd=ROOT,

@@ -328,8 +328,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: Config | Non
         default = getattr(defaults, f.name)
         help_text = f.metadata.get("help", "")
         if f.type == "bool":
+            # "%(default)s" also stops Pythons whose BooleanOptionalAction appends its own.
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{help_text} (default: %(default)s, i.e. "
+                f"{flag if default else '--no-' + flag[2:]})",
             )
         elif f.type in ("dict", "tuple"):
             shown = json.dumps(list(default) if f.type == "tuple" else default)
