@@ -162,3 +162,26 @@ def test_exif_orientation_is_applied(tmp_path):
     upright = np.rot90(pixels, k=-1) / 255.0
     assert np.abs(images["a.jpg"] - upright).mean() < 0.02
     assert np.abs(images["a.jpg"] - np.rot90(pixels, k=1) / 255.0).mean() > 0.1
+
+
+def test_too_few_images_for_the_held_out_count_warns(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        _write(tmp_path / name, rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    c = training.Config(data_dir=str(tmp_path), patch_size=32, num_eval_images=3)
+    with pytest.warns(RuntimeWarning, match=r"3 usable image.*holding out only 2 \(not 3\)"):
+        ds = training.load_dataset(c)
+    assert ds.train_names == ("a.png",) and ds.eval_names == ("b.png", "c.png")
+    # Enough images: no warning.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = training.load_dataset(c.replace(num_eval_images=2))
+    assert len(ds.eval) == 2
+    # A single image: nothing would be left to train on, so it serves both, with a warning.
+    one = tmp_path / "one"
+    _write(one / "a.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    with pytest.warns(RuntimeWarning, match="not held out"):
+        ds = training.load_dataset(c.replace(data_dir=str(one)))
+    assert ds.train_names == ds.eval_names == ("a.png",)

@@ -160,6 +160,14 @@ def load_dataset(config: Config) -> Dataset:
         )
         return Dataset(tuple(images), tuple(images), tuple(names), tuple(names))
     n_eval = min(config.num_eval_images, len(images) - 1)
+    if n_eval < config.num_eval_images:
+        warnings.warn(
+            f"{config.data_dir!r} has {len(images)} usable image(s), fewer than "
+            f"num_eval_images + 1 = {config.num_eval_images + 1}: holding out only {n_eval} "
+            f"(not {config.num_eval_images}) so that {len(images) - n_eval} remain for training",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return Dataset(
         tuple(images[:-n_eval]),
         tuple(images[-n_eval:]),
