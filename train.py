@@ -42,17 +42,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if result["interrupted"] is not None:
         print(
-            f"interrupted at step {result['step']}: checkpoint saved in {args.workdir}/checkpoints;"
+            f"interrupted at step {result['step']} ({result['steps_run']} steps run since step "
+            f"{result['start_step']}): checkpoint saved in {args.workdir}/checkpoints;"
             f" run the same command again to resume.",
             file=sys.stderr,
         )
         signum = result["interrupted"]
         return 128 + signum if isinstance(signum, int) else 1
     ev = result["eval"]
-    print(
-        f"trained {result['step']} steps in {result['train_seconds']:.1f} s "
-        f"({result['steps_per_second']:.2f} steps/s); held-out metrics in {args.workdir}/eval.json"
-    )
+    start, ran = result["start_step"], result["steps_run"]
+    if ran == 0:
+        trained = f"run already finished ({result['step']} steps); nothing to train"
+    else:
+        trained = (
+            f"trained {ran} steps in {result['train_seconds']:.1f} s "
+            f"({result['steps_per_second']:.2f} steps/s)"
+        )
+        if start:
+            trained += f", resumed from step {start} (now at step {result['step']})"
+    print(f"{trained}; held-out metrics in {args.workdir}/eval.json")
     print(json.dumps(ev, indent=2, sort_keys=True))
     gain = ev["model"]["psnr"] - ev["input"]["psnr"]
     baseline = "noisy" if config.task == "denoise" else "bicubic"

@@ -57,8 +57,10 @@ def test_run_writes_outputs_switches_phase_and_never_retraces(tmp_path):
     for which in ev.values():
         assert {"psnr", "ssim", "ms_ssim", "mae"} <= set(which)
     records = _records(tmp_path)
-    assert [r["step"] for r in records] == [2, 4, 6, 8, 10]
-    assert [r["phase"] for r in records] == ["mae"] + ["dssim_mae"] * 4
+    # Logged every 2 steps and at the last step of each phase (3): no line mixes two phases.
+    assert [r["step"] for r in records] == [2, 3, 4, 6, 8, 10]
+    assert [r["phase"] for r in records] == ["mae"] * 2 + ["dssim_mae"] * 4
+    assert records[1]["w_ssim"] == 0.0 and records[2]["w_ssim"] == pytest.approx(0.8)
     assert records[0]["w_ssim"] == 0.0 and records[0]["w_mae"] == 1.0
     np.testing.assert_allclose([records[-1]["w_ssim"], records[-1]["w_mae"]], [0.8, 0.2])
     for r in records:
@@ -219,3 +221,33 @@ def test_four_host_devices_match_one(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MULTI_DEVICE_OK 4" in out.stdout
+
+
+def _train_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_cli_reports_the_steps_run_when_resuming_and_when_finished(tmp_path, capsys):
+    config = tiny(steps=6, checkpoint_every=100, prefetch=0)
+    workdir = str(tmp_path / "w")
+    training.train_and_evaluate(config, workdir, stop_at_step=4)
+    capsys.readouterr()
+    argv = ["--workdir", workdir]
+    for k, v in {**TINY, "steps": 6, "checkpoint_every": 100, "prefetch": 0}.items():
+        flag = "--" + k.replace("_", "-")
+        argv += [flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else [flag, str(v)]
+    main = _train_main()
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert f"resuming {workdir} from step 4 of 6" in err  # without the progress bar too
+    assert "trained 2 steps in" in out and "resumed from step 4 (now at step 6)" in out
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "from step 6 of 6 (already finished" in err
+    assert "run already finished (6 steps); nothing to train" in out
+    assert "trained " not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -125,9 +126,11 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
         checkpoint: a later call continues from there. For notebooks and tests.
 
     Returns:
-      A dict: ``step`` reached, ``interrupted`` (a signal number, ``"stop_at_step"`` or
-      ``None``), ``eval`` (as in ``eval.json``, when the run completed), ``trace_count`` of the
-      train step, ``train_seconds`` and ``steps_per_second``, and the final ``state``.
+      A dict: ``step`` reached, ``start_step`` (the checkpoint step it resumed from, 0 for a
+      new run), ``steps_run`` (``step - start_step``: trained by this call), ``interrupted``
+      (a signal number, ``"stop_at_step"`` or ``None``), ``eval`` (as in ``eval.json``, when
+      the run completed), ``trace_count`` of the train step, ``train_seconds`` and
+      ``steps_per_second`` (of this call's steps), and the final ``state``.
 
     Raises:
       ValueError: an invalid config or data folder, or a workdir holding another run.
@@ -180,6 +183,9 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
 
     phases = config.phase_list
     starts = phase_boundaries(config)
+    # A metrics line is also logged at the last step of each phase, so no line averages steps
+    # of two phases.
+    phase_ends = frozenset(starts[1:])
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     records = _read_records(metrics_path, start)
     writer = None
@@ -193,6 +199,15 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
             os.path.join(workdir, "tensorboard"), purge_step=start if start else None
         )
     from tqdm.auto import tqdm
+
+    if chief and start:
+        # Said whether or not the progress bar shows it.
+        done = " (already finished: evaluating only)" if start >= config.steps else ""
+        print(
+            f"resuming {workdir} from step {start} of {config.steps}{done}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     stop_reason = None
     pending: list[dict] = []
@@ -215,7 +230,7 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
                 step = step_index + 1
                 bar.update(1)
                 last = step == config.steps
-                if step % config.log_every == 0 or last:
+                if step % config.log_every == 0 or last or step in phase_ends:
                     host = jax.device_get(pending)
                     pending = []
                     now = time.perf_counter()
@@ -272,6 +287,8 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
     train_seconds = time.perf_counter() - t_start
     result = {
         "step": step,
+        "start_step": start,
+        "steps_run": step - start,
         "interrupted": stop_reason,
         "trace_count": step_fn.traces,
         "train_seconds": train_seconds,
