@@ -87,6 +87,15 @@ def pad_amounts(size: int) -> tuple[int, int]:
     return before, size - 1 - before
 
 
+def crop_to_centers(x: jnp.ndarray, axes: Sequence[int], size: int) -> jnp.ndarray:
+    """The pixels of `x` at the centres of the valid windows of `size` taps along `axes`."""
+    before, _ = pad_amounts(size)
+    for axis in axes:
+        n = x.shape[axis] - size + 1
+        x = lax.slice_in_dim(x, before, before + n, axis=axis % x.ndim)
+    return x
+
+
 def pad_spatial(
     x: jnp.ndarray, axes: Sequence[int], size: int, mode: str, constant: float = 0.0
 ) -> jnp.ndarray:

@@ -33,11 +33,7 @@ def _crop_to_map(cfg: LossConfig, v):
     """The window-centre pixels of `v` (``padding="valid"`` maps are smaller)."""
     if cfg.padding != "valid":
         return v
-    before = (cfg.filter_size - 1) // 2
-    for axis in range(-1 - cfg.spatial_dims, -1):
-        n = v.shape[axis] - cfg.filter_size + 1
-        v = jax.lax.slice_in_dim(v, before, before + n, axis=axis % v.ndim)
-    return v
+    return _filters.crop_to_centers(v, range(-1 - cfg.spatial_dims, -1), cfg.filter_size)
 
 
 @functools.cache
@@ -80,13 +76,20 @@ def _mae_term(cfg: LossConfig, x, y, mask):
     return value
 
 
-def _ssim_kwargs(cfg: LossConfig) -> dict:
+def _shared_kwargs(cfg: LossConfig) -> dict:
+    """Options common to `ssim` and `ms_ssim`."""
     return dict(
         max_val=cfg.max_val,
         filter_size=cfg.filter_size,
         filter_sigma=cfg.filter_sigma,
         k1=cfg.k1,
         k2=cfg.k2,
+    )
+
+
+def _ssim_kwargs(cfg: LossConfig) -> dict:
+    return dict(
+        _shared_kwargs(cfg),
         window=cfg.window,
         padding=cfg.padding,
         spatial_dims=cfg.spatial_dims,
@@ -109,16 +112,7 @@ def evaluate_terms(cfg: LossConfig, predictions: ArrayLike, targets: ArrayLike, 
                 "`mask` is not supported with structure='ms_ssim' (MS-SSIM pools the whole "
                 "image over scales); use structure='ssim' for masked losses."
             )
-        s = ms_ssim(
-            x,
-            y,
-            max_val=cfg.max_val,
-            power_factors=cfg.power_factors,
-            filter_size=cfg.filter_size,
-            filter_sigma=cfg.filter_sigma,
-            k1=cfg.k1,
-            k2=cfg.k2,
-        )
+        s = ms_ssim(x, y, power_factors=cfg.power_factors, **_shared_kwargs(cfg))
         out["ssim"] = s
         out["ms_ssim"] = s
         out["dssim"] = _structural(cfg, s)

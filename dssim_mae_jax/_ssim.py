@@ -262,12 +262,7 @@ def _center_weights(spec: _Spec, mask):
     """Per-position weights of the map: the mask at each window's centre."""
     if mask is None or spec.padding != "valid":
         return mask
-    before, _ = _filters.pad_amounts(len(spec.taps))
-    out = mask
-    for axis in spec.axes:
-        n = mask.shape[axis] - len(spec.taps) + 1
-        out = lax.slice_in_dim(out, before, before + n, axis=axis % mask.ndim)
-    return out
+    return _filters.crop_to_centers(mask, spec.axes, len(spec.taps))
 
 
 def ssim(
