@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._color import bicubic_downsample
 from ._config import Config, ConfigError
-from ._models import bicubic_resize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -275,5 +275,4 @@ def degrade(config: Config, clean: jax.Array, key: jax.Array) -> jax.Array:
     if config.task == "denoise":
         noise = jax.random.normal(key, clean.shape, jnp.float32)
         return clean + (config.noise_sigma / 255.0) * noise
-    s = config.scale
-    return bicubic_resize(clean, clean.shape[-3] // s, clean.shape[-2] // s)
+    return bicubic_downsample(clean, config.scale)
