@@ -105,7 +105,8 @@ def results_table(runs: Sequence[StrategyRun]) -> str:
     """A Markdown table: held-out metrics per strategy, mean ± sample std over seeds."""
     stats = summarize_runs(runs)
     labels = {r.strategy: r.spec.label for r in runs}
-    labels["input"] = "degraded input (no model)"
+    baseline = "noisy" if runs[0].config.task == "denoise" else "bicubic"
+    labels["input"] = f"{baseline} input (no model)"
     n = len({r.seed for r in runs})
     cols = [k for k in METRICS if all(k in s for s in stats.values())]
     names = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "mae": "MAE ↓"}
