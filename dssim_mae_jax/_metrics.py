@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _validation
+from dssim_mae_jax import _jit, _validation
 
 
 @jax.custom_jvp
@@ -33,15 +34,75 @@ def image_axes(spatial_dims: int) -> tuple[int, ...]:
 
 
 def weighted_mean(values, weights, axes, empty):
-    """Mean over `axes` weighted by `weights` (None: plain); all-zero weights give `empty`."""
+    """Mean over `axes` weighted by `weights` (None: plain); all-zero weights give `empty`.
+
+    NaN weights (possible only for traced masks: concrete ones are checked)
+    give NaN, never `empty`.
+    """
     if weights is None:
         return jnp.mean(values, axis=axes)
     total = jnp.sum(weights, axis=axes)
-    has = total > 0
-    mean = jnp.sum(values * weights, axis=axes) / jnp.where(has, total, 1.0)
-    return jnp.where(has, mean, empty)
+    nothing = total == 0
+    mean = jnp.sum(values * weights, axis=axes) / jnp.where(nothing, 1.0, total)
+    return jnp.where(nothing, empty, mean)
 
 
+def zero_masked_out(mask, *arrays):
+    """`arrays` with every masked-out pixel (weight not > 0) set to 0.
+
+    Done before any arithmetic, so that whatever a masked-out pixel holds (NaN
+    and inf included) reaches neither values nor gradients.
+    """
+    if mask is None:
+        return arrays
+    keep = mask > 0
+    return tuple(jnp.where(keep, a, 0.0) for a in arrays)
+
+
+def nonfinite_images(x, y, spatial_dims: int):
+    """Per image, True where `x` or `y` holds a NaN or inf (after masking out)."""
+    bad = ~(jnp.isfinite(x) & jnp.isfinite(y))
+    return jnp.any(bad, axis=image_axes(spatial_dims))
+
+
+def nan_where(bad, value, trailing: int = 0):
+    """`value` with NaN for the images flagged `bad` (``trailing`` axes after the batch)."""
+    return jnp.where(bad.reshape(bad.shape + (1,) * trailing), jnp.nan, value)
+
+
+def _pixels(predictions, targets, max_val, mask, spatial_dims, *, allow_none):
+    """Shared preamble of `mae`/`psnr`: (x, y, mask, bad), x and y divided by max_val."""
+    _validation.check_spatial_dims(spatial_dims)
+    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
+    _validation.check_positive("max_val", max_val, allow_none=allow_none)
+    if max_val is not None:
+        max_val = jnp.asarray(max_val, x.dtype)
+        if max_val.ndim != 0:
+            raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
+    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
+    if mask is not None:
+        mask = lax.stop_gradient(mask)
+    x, y = zero_masked_out(mask, x, y)
+    bad = nonfinite_images(x, y, spatial_dims)
+    if max_val is not None:
+        # Scale first: values and gradients do not depend on the data range.
+        max_val = lax.stop_gradient(max_val)
+        x, y = x / max_val, y / max_val
+    return x, y, mask, bad
+
+
+def _check_max_val(value):
+    _validation.check_positive("max_val", value)
+
+
+def _check_optional_max_val(value):
+    _validation.check_positive("max_val", value, allow_none=True)
+
+
+@_jit.jit_public(
+    ("spatial_dims",),
+    checks={"max_val": _check_optional_max_val, "mask": _validation.check_mask_values},
+)
 def mae(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -83,17 +144,15 @@ def mae(
       H. Zhao, O. Gallo, I. Frosio and J. Kautz, "Loss functions for image
       restoration with neural networks", IEEE TCI 2017 (the L1 term).
     """
-    _validation.check_spatial_dims(spatial_dims)
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
-    _validation.check_positive("max_val", max_val, allow_none=True)
-    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
+    x, y, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=True)
     # An image with an empty mask has no error to report: 0, with a zero gradient.
     value = weighted_mean(absolute_difference(x, y), mask, image_axes(spatial_dims), 0.0)
-    if max_val is not None:
-        value = value / jnp.asarray(max_val, value.dtype)
-    return value
+    return nan_where(bad, value)
 
 
+@_jit.jit_public(
+    ("spatial_dims",), checks={"max_val": _check_max_val, "mask": _validation.check_mask_values}
+)
 def psnr(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -131,14 +190,9 @@ def psnr(
     References:
       Matches ``tf.image.psnr`` and ``skimage.metrics.peak_signal_noise_ratio``.
     """
-    _validation.check_spatial_dims(spatial_dims)
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
-    _validation.check_positive("max_val", max_val)
-    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
+    x, y, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=False)
     mse = weighted_mean(jnp.square(x - y), mask, image_axes(spatial_dims), 0.0)
-    positive = mse > 0
+    zero = mse == 0
     # log of a zero MSE would make the gradient NaN; report inf with zero gradient.
-    safe = jnp.where(positive, mse, 1.0)
-    max_val = jnp.asarray(max_val, mse.dtype)
-    value = 10.0 * jnp.log10(max_val * max_val / safe)
-    return jnp.where(positive, value, jnp.inf)
+    value = -10.0 * jnp.log10(jnp.where(zero, 1.0, mse))
+    return nan_where(bad, jnp.where(zero, jnp.inf, value))
