@@ -70,8 +70,24 @@ def nan_where(bad, value, trailing: int = 0):
     return jnp.where(bad.reshape(bad.shape + (1,) * trailing), jnp.nan, value)
 
 
+def reciprocal(max_val):
+    """``1 / max_val`` as a constant (no gradient flows into the data range)."""
+    return lax.stop_gradient(1.0 / max_val)
+
+
+def scale_pair(inv, x, y):
+    """``(x * inv, y * inv)``, with ``y * inv`` formed as ``x * inv - (x - y) * inv``.
+
+    Where ``x == y`` the two stay bitwise equal whatever XLA does with each
+    product (an FMA contraction, or folding the product for a constant
+    target), so identical images keep SSIM exactly 1 and a zero gradient.
+    """
+    xs = x * inv
+    return xs, xs - (x - y) * inv
+
+
 def _pixels(predictions, targets, max_val, mask, spatial_dims, *, allow_none):
-    """Shared preamble of `mae`/`psnr`: (x, y, mask, bad), x and y divided by max_val."""
+    """Shared preamble of `mae`/`psnr`: (x - y divided by max_val, mask, bad)."""
     _validation.check_spatial_dims(spatial_dims)
     x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
     _validation.check_positive("max_val", max_val, allow_none=allow_none)
@@ -84,11 +100,9 @@ def _pixels(predictions, targets, max_val, mask, spatial_dims, *, allow_none):
         mask = lax.stop_gradient(mask)
     x, y = zero_masked_out(mask, x, y)
     bad = nonfinite_images(x, y, spatial_dims)
-    if max_val is not None:
-        # Scale first: values and gradients do not depend on the data range.
-        max_val = lax.stop_gradient(max_val)
-        x, y = x / max_val, y / max_val
-    return x, y, mask, bad
+    # The difference first (x == y gives exactly 0), then the scale.
+    diff = x - y if max_val is None else (x - y) * reciprocal(max_val)
+    return diff, mask, bad
 
 
 def _check_max_val(value):
@@ -144,9 +158,9 @@ def mae(
       H. Zhao, O. Gallo, I. Frosio and J. Kautz, "Loss functions for image
       restoration with neural networks", IEEE TCI 2017 (the L1 term).
     """
-    x, y, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=True)
+    diff, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=True)
     # An image with an empty mask has no error to report: 0, with a zero gradient.
-    value = weighted_mean(absolute_difference(x, y), mask, image_axes(spatial_dims), 0.0)
+    value = weighted_mean(_abs(diff), mask, image_axes(spatial_dims), 0.0)
     return nan_where(bad, value)
 
 
@@ -190,8 +204,8 @@ def psnr(
     References:
       Matches ``tf.image.psnr`` and ``skimage.metrics.peak_signal_noise_ratio``.
     """
-    x, y, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=False)
-    mse = weighted_mean(jnp.square(x - y), mask, image_axes(spatial_dims), 0.0)
+    diff, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=False)
+    mse = weighted_mean(jnp.square(diff), mask, image_axes(spatial_dims), 0.0)
     zero = mse == 0
     # log of a zero MSE would make the gradient NaN; report inf with zero gradient.
     value = -10.0 * jnp.log10(jnp.where(zero, 1.0, mse))

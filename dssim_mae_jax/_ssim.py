@@ -325,8 +325,7 @@ def _prepare(
         x.shape, spatial_dims, filter_size, f"the window has filter_size={filter_size} taps"
     )
     _validation.check_positive("max_val", max_val)
-    # The data range is a constant of the metric: no gradient flows into it.
-    max_val = lax.stop_gradient(jnp.asarray(max_val, x.dtype))
+    max_val = jnp.asarray(max_val, x.dtype)
     if max_val.ndim != 0:
         raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
     c1, c2 = _constants(k1, k2, x.dtype)
@@ -338,7 +337,8 @@ def _prepare(
     bad = _metrics.nonfinite_images(x, y, spatial_dims)
     taps = _filters.window_taps(window, filter_size, filter_sigma, x.dtype)
     spec = _Spec(taps, spatial_dims, padding)
-    return _Prepared(spec, x / max_val, y / max_val, mask, c1, c2, bad)
+    x, y = _metrics.scale_pair(_metrics.reciprocal(max_val), x, y)
+    return _Prepared(spec, x, y, mask, c1, c2, bad)
 
 
 def _ssim_map(predictions, targets, *, spatial_dims, return_map, **options):
