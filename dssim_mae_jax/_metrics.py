@@ -75,6 +75,16 @@ def reciprocal(max_val):
     return lax.stop_gradient(1.0 / max_val)
 
 
+def scaled_difference(inv, x, y):
+    """``(x - y) * inv``: the difference first, so that ``x == y`` gives exactly 0.
+
+    Where the difference of finite inputs overflows (``3e38 - (-3e38)`` in
+    float32), each input is scaled first instead.
+    """
+    d = x - y
+    return jnp.where(jnp.isfinite(d), d * inv, x * inv - y * inv)
+
+
 def scale_pair(inv, x, y):
     """``(x * inv, y * inv)``, with ``y * inv`` formed as ``x * inv - (x - y) * inv``.
 
@@ -83,7 +93,7 @@ def scale_pair(inv, x, y):
     target), so identical images keep SSIM exactly 1 and a zero gradient.
     """
     xs = x * inv
-    return xs, xs - (x - y) * inv
+    return xs, xs - scaled_difference(inv, x, y)
 
 
 def _pixels(predictions, targets, max_val, mask, spatial_dims, *, allow_none):
@@ -101,7 +111,7 @@ def _pixels(predictions, targets, max_val, mask, spatial_dims, *, allow_none):
     x, y = zero_masked_out(mask, x, y)
     bad = nonfinite_images(x, y, spatial_dims)
     # The difference first (x == y gives exactly 0), then the scale.
-    diff = x - y if max_val is None else (x - y) * reciprocal(max_val)
+    diff = x - y if max_val is None else scaled_difference(reciprocal(max_val), x, y)
     return diff, mask, bad
 
 
