@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import platform
 import statistics
 import subprocess
@@ -31,6 +32,7 @@ import sys
 import time
 
 FUNCTIONS = ("ssim", "ms_ssim", "dm_pix.ssim")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODES = ("eager", "jit")
 
 
@@ -73,9 +75,11 @@ def measure_once(name: str, mode: str, shape: tuple[int, ...]) -> dict:
     return {"function": name, "mode": mode, "first_s": times[0], "second_s": times[1]}
 
 
-def measure_in_fresh_process(name: str, mode: str, shape: tuple[int, ...]) -> dict:
+def measure_in_fresh_process(name, mode, shape, root=ROOT) -> dict:
+    """`measure_once` in a new process importing dssim_mae_jax from `root`."""
     size = "x".join(map(str, shape))
-    env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false", PYTHONPATH=path)
     out = subprocess.run(
         [sys.executable, __file__, "--child", name, mode, size],
         check=True,
@@ -86,15 +90,15 @@ def measure_in_fresh_process(name: str, mode: str, shape: tuple[int, ...]) -> di
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(shape, repeats: int, functions=FUNCTIONS, log=print) -> list[dict]:
+def run(shape, repeats: int, functions=FUNCTIONS, root=ROOT, log=print) -> list[dict]:
     """Median first/second call times per (function, mode), interleaved over repeats."""
     samples: dict[tuple[str, str], list[dict]] = {}
     for _ in range(repeats):
         for name in functions:
             for mode in MODES:
-                row = measure_in_fresh_process(name, mode, shape)
+                row = measure_in_fresh_process(name, mode, shape, root)
                 samples.setdefault((name, mode), []).append(row)
-                log(f"{name:12s} {mode:5s} first {row['first_s']:.3f} s")
+                log(f"{name:12s} {mode:5s} first {row['first_s']:.3f} s ({row['package']})")
     rows = []
     for (name, mode), runs in samples.items():
         rows.append(
@@ -133,11 +137,20 @@ def main(argv=None) -> int:
     parser.add_argument("--size", default="1x256x256x3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--functions", nargs="+", default=list(FUNCTIONS))
+    parser.add_argument(
+        "--package-root",
+        default=str(ROOT),
+        help="checkout whose dssim_mae_jax is measured (e.g. an older one, for a before/after)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("FUNCTION", "MODE", "SIZE"))
     args = parser.parse_args(argv)
     if args.child:
         name, mode, size = args.child
-        print(json.dumps(measure_once(name, mode, parse_size(size))))
+        row = measure_once(name, mode, parse_size(size))
+        import dssim_mae_jax
+
+        row["package"] = str(pathlib.Path(dssim_mae_jax.__file__).parent)
+        print(json.dumps(row))
         return 0
     shape = parse_size(args.size)
     import jax
@@ -146,7 +159,8 @@ def main(argv=None) -> int:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"jax {jax.__version__} {jax.default_backend()}"
     )
-    rows = run(shape, args.repeats, args.functions)
+    print(f"dssim_mae_jax from {args.package_root}")
+    rows = run(shape, args.repeats, args.functions, pathlib.Path(args.package_root))
     print(format_markdown(rows, shape))
     return 0
 

@@ -140,23 +140,30 @@ def mae(
     ``mean(|predictions - targets|) / max_val`` over the spatial and channel axes.
     Dividing by ``max_val`` puts MAE on the [0, 1] scale of DSSIM whatever the
     data range (0..255 data and [0, 1] data then give the same value). The
-    gradient uses the subgradient 0 where ``predictions == targets``.
+    gradient uses the subgradient 0 where ``predictions == targets``. An image
+    holding a NaN or inf among its (unmasked) pixels gets NaN, never a score.
+    Compiled once per shape and options, also when called eagerly.
 
     Args:
       predictions: images ``[..., H, W, C]`` (float or integer dtype).
       targets: images of the same shape.
       max_val: optional data range to divide by; ``None`` keeps the data's units.
       mask: optional weights broadcastable to the images; a weighted mean over
-        the pixels it selects (an image whose mask is empty gives 0).
+        the pixels it selects (an image whose mask is empty gives 0). Pixels
+        with weight 0 are set to 0 first: what they hold (NaN included)
+        changes neither value nor gradient. A concrete mask must be finite
+        and >= 0; a traced NaN weight gives NaN.
       spatial_dims: number of spatial axes before the channel axis (1, 2 or 3).
 
     Returns:
       MAE per image, shape ``predictions.shape[:-1 - spatial_dims]``, float32
-      (float64 for float64 inputs).
+      (float64 for float64 inputs); NaN for an image holding NaN or inf.
 
     Raises:
-      ValueError: mismatched shapes, too few dimensions, non-positive
-        ``max_val``, a mask that does not broadcast.
+      ValueError: mismatched shapes, too few dimensions, empty spatial or
+        channel axes, non-positive or non-finite ``max_val``, a mask that does
+        not broadcast or holds negative or non-finite weights.
+      TypeError: non-numeric inputs, a non-int ``spatial_dims``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -189,26 +196,31 @@ def psnr(
 
     ``10 * log10(max_val^2 / MSE)`` with the MSE over the spatial and channel
     axes, as ``tf.image.psnr`` and ``skimage.metrics.peak_signal_noise_ratio``
-    compute it. Identical images give ``inf`` (with a zero gradient).
+    compute it, here as ``-10 * log10(MSE of (predictions - targets) / max_val)``
+    (scale invariant). Identical finite images give ``inf`` (with a zero
+    gradient); an image holding a NaN or inf among its (unmasked) pixels gets
+    NaN, never ``inf``.
 
     Args:
       predictions: images ``[..., H, W, C]``.
       targets: images of the same shape.
       max_val: the data range (1.0 for [0, 1] data, 255 for uint8).
-      mask: optional weights broadcastable to the images (weighted MSE).
+      mask: optional weights broadcastable to the images (weighted MSE), as in
+        :func:`mae`; an image whose mask is empty gives ``inf``.
       spatial_dims: number of spatial axes before the channel axis (1, 2 or 3).
 
     Returns:
-      PSNR per image, shape ``predictions.shape[:-1 - spatial_dims]``.
+      PSNR per image, shape ``predictions.shape[:-1 - spatial_dims]``; NaN for
+      an image holding NaN or inf.
 
     Raises:
-      ValueError: mismatched shapes, too few dimensions, non-positive
-        ``max_val``, a mask that does not broadcast.
+      ValueError: as :func:`mae`.
+      TypeError: as :func:`mae`.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> from dssim_mae_jax import psnr
-      >>> round(float(psnr(jnp.full((8, 8, 3), 0.1), jnp.zeros((8, 8, 3)), max_val=1.0)), 6)
+      >>> round(float(psnr(jnp.full((8, 8, 3), 0.1), jnp.zeros((8, 8, 3)), max_val=1.0)), 4)
       20.0
 
     References:
@@ -218,5 +230,5 @@ def psnr(
     mse = weighted_mean(jnp.square(diff), mask, image_axes(spatial_dims), 0.0)
     zero = mse == 0
     # log of a zero MSE would make the gradient NaN; report inf with zero gradient.
-    value = -10.0 * jnp.log10(jnp.where(zero, 1.0, mse))
+    value = 10.0 * jnp.log10(1.0 / jnp.where(zero, 1.0, mse))
     return nan_where(bad, jnp.where(zero, jnp.inf, value))
