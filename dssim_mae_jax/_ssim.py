@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
@@ -224,9 +225,13 @@ _ssim_cs_maps.defvjp(_ssim_cs_maps_fwd, _ssim_cs_maps_bwd, symbolic_zeros=True)
 
 def _constants(k1, k2, dtype):
     """C1 and C2 of images divided by their data range: ``k1^2`` and ``k2^2``."""
-    _validation.check_nonnegative("k1", k1)
-    _validation.check_nonnegative("k2", k2)
-    return jnp.asarray(float(k1) ** 2, dtype), jnp.asarray(float(k2) ** 2, dtype)
+    constants = []
+    for name, k in (("k1", k1), ("k2", k2)):
+        _validation.check_nonnegative(name, k)
+        if float(k) > math.sqrt(float(np.finfo(dtype).max)):
+            raise ValueError(f"`{name}` ** 2 must be finite in {np.dtype(dtype).name}, got {k}.")
+        constants.append(jnp.asarray(float(k) ** 2, dtype))
+    return tuple(constants)
 
 
 def _unit_mean(values, weights, axes, deficits=None):

@@ -591,6 +591,7 @@ def test_values_and_gradients_are_scale_invariant_in_float32(scale):
         ((16, 16, 3), {"spatial_dims": True}, TypeError, "`spatial_dims` must be the int"),
         ((16, 16, 3), {"return_map": 1}, TypeError, "`return_map` must be True or False"),
         ((16, 16, 3), {"k2": np.inf}, ValueError, "`k2` must be a finite"),
+        ((16, 16, 3), {"k1": 1e20}, ValueError, "`k1` \\*\\* 2 must be finite in float32"),
         ((16, 16, 3), {"filter_sigma": np.nan}, ValueError, "`filter_sigma` must be a positive"),
         ((16, 16, 3), {"mask": np.full((16, 16, 1), np.nan)}, ValueError, "must hold finite"),
         ((16, 16, 3), {"mask": [[[np.inf]]]}, ValueError, "must hold finite"),
