@@ -244,7 +244,9 @@ def test_chunked_batch_matches_unchunked(spatial_dims, padding, masked):
         with _filters.chunk_override(elements):
             jaxpr = jax.make_jaxpr(jax.grad(lambda a, b: ssim(a, b, **opts).sum()))(x, y)
             assert "scan" in str(jaxpr)  # the chunked path is the one tested
-            _assert_same(run(), want, atol=1e-6)
+            # Float32 rounding only: XLA fuses the chunked loop body differently, and a
+            # masked window holding few valid pixels amplifies it (up to 1.4e-6 seen).
+            _assert_same(run(), want, atol=2e-6)
     assert "scan" not in str(jax.make_jaxpr(lambda a, b: ssim(a, b, **opts))(x, y))
 
 
