@@ -39,6 +39,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dssim_mae_jax import _filters
@@ -110,8 +111,9 @@ def normalize_dynamic(name: str, value):
                 f"`{name}` must be an array or a number, got {type(value).__name__}."
             ) from error
     if array is not None:
-        dtype = np.dtype(array.dtype)
-        if not (dtype == np.bool_ or np.issubdtype(dtype, np.number)):
+        dtype = jnp.dtype(array.dtype)
+        # (jnp: bfloat16 and the other ML dtypes count as numbers.)
+        if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.number)):
             raise TypeError(f"`{name}` must hold numbers, got dtype {dtype}.")
     return array
 

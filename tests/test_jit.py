@@ -101,6 +101,7 @@ def test_dynamic_arguments_of_non_numeric_dtype_are_type_errors():
     with pytest.raises(TypeError, match="`x` must hold numbers, got dtype <U1"):
         toy(np.array(["a"]), max_val=1.0)
     np.testing.assert_allclose(toy([1.0, 2.0], max_val=1.0), [2.0, 4.0])
+    np.testing.assert_allclose(toy(jnp.ones(2, jnp.bfloat16), max_val=1.0), [2.0, 2.0])
     np.testing.assert_allclose(toy(jnp.ones(2), max_val=1.0, mask=[True, False]), [2.0, 0.0])
 
 
