@@ -114,7 +114,10 @@ def normalize_dynamic(name: str, value):
         dtype = jnp.dtype(array.dtype)
         # (jnp: bfloat16 and the other ML dtypes count as numbers.)
         if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.number)):
-            raise TypeError(f"`{name}` must hold numbers, got dtype {dtype}.")
+            raise TypeError(
+                f"`{name}` must hold real numbers (floating-point, integer or bool), got dtype "
+                f"{dtype}."
+            )
     return array
 
 
@@ -163,9 +166,9 @@ def jit_public(
                     value = normalize_static(name, value)
                     options.append((name, value, _type_key(value)))
                 else:
-                    arrays[name] = normalize_dynamic(name, value)
                     if name in checks:
-                        checks[name](arrays[name])
+                        checks[name](value)  # first: it may give the clearer message
+                    arrays[name] = normalize_dynamic(name, value)
             return compiled(arrays, (_trace_context(), *options))
 
         wrapper._jitted = compiled  # for tests: cache statistics
