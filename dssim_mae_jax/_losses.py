@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _filters, _ssim, _validation
+from dssim_mae_jax import _filters, _jit, _ssim, _validation
 from dssim_mae_jax._metrics import absolute_difference, image_axes, mae, psnr, weighted_mean
-from dssim_mae_jax._multi_sigma import multi_sigma_ssim
+from dssim_mae_jax._multi_sigma import check_mask_values, multi_sigma_ssim
 from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields
 from dssim_mae_jax._ssim import ms_ssim, ssim
 
@@ -183,30 +183,32 @@ def evaluate_terms(cfg: LossConfig, predictions: ArrayLike, targets: ArrayLike, 
     return out
 
 
+def check_weights(weights) -> None:
+    """Raises unless `weights` is None or a dict of scalar weights (>= 0 where concrete)."""
+    if weights is None:
+        return
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            f"`weights` must be a dict {{'ssim': w_structural, 'mae': w_absolute}}, "
+            f"got {type(weights).__name__}."
+        )
+    unknown = sorted(set(weights) - set(WEIGHT_KEYS))
+    if unknown:
+        raise ValueError(
+            f"`weights` has unknown keys {unknown}; valid keys are {list(WEIGHT_KEYS)}."
+        )
+    for key, value in weights.items():
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            _validation.check_nonnegative(f"weights['{key}']", value)
+        elif jnp.ndim(value) != 0:
+            raise ValueError(f"`weights['{key}']` must be a scalar, got shape {jnp.shape(value)}.")
+
+
 def resolve_weights(cfg: LossConfig, weights, dtype):
     """(w_structural, w_absolute) from the config, replaced by `weights` entries."""
+    check_weights(weights)
     w = {"ssim": cfg.w_structural, "mae": cfg.w_absolute}
-    if weights is not None:
-        if not isinstance(weights, Mapping):
-            raise TypeError(
-                f"`weights` must be a dict {{'ssim': w_structural, 'mae': w_absolute}}, "
-                f"got {type(weights).__name__}."
-            )
-        unknown = sorted(set(weights) - set(WEIGHT_KEYS))
-        if unknown:
-            raise ValueError(
-                f"`weights` has unknown keys {unknown}; valid keys are {list(WEIGHT_KEYS)}."
-            )
-        for key, value in weights.items():
-            if isinstance(value, numbers.Real) and not isinstance(value, bool):
-                _validation.check_nonnegative(f"weights['{key}']", value)
-            else:
-                value = jnp.asarray(value)
-                if value.ndim != 0:
-                    raise ValueError(
-                        f"`weights['{key}']` must be a scalar, got shape {value.shape}."
-                    )
-            w[key] = value
+    w.update(weights or {})
     return jnp.asarray(w["ssim"], dtype), jnp.asarray(w["mae"], dtype)
 
 
@@ -227,6 +229,26 @@ def _combine(cfg: LossConfig, terms, weights):
     if cfg.return_map:
         return w_s * terms["dssim_map"] + w_a * terms["mae_map"], aux
     return per_image, aux
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _compiled(cfg: LossConfig, predictions, targets, mask, weights):
+    terms = evaluate_terms(cfg, predictions, targets, mask)
+    loss, aux = _combine(cfg, terms, weights)
+    return reduce(cfg, loss), aux
+
+
+def _call(cfg: LossConfig, predictions, targets, mask, weights):
+    """(loss, aux), compiled once per config, shapes and weights' structure (eager calls too).
+
+    Checks that need concrete values run here, before the compiled call.
+    """
+    predictions = _jit.normalize_dynamic("predictions", predictions)
+    targets = _jit.normalize_dynamic("targets", targets)
+    mask = _jit.normalize_dynamic("mask", mask)
+    check_mask_values(mask)
+    check_weights(weights)
+    return _compiled(cfg, predictions, targets, mask, weights)
 
 
 def as_config(preset_or_config, overrides: Mapping) -> LossConfig:
@@ -346,16 +368,15 @@ def dssim_mae_loss(
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
-        static_alpha = float(alpha)
     elif hasattr(alpha, "shape") and hasattr(alpha, "dtype"):
         if alpha.ndim != 0:
             raise ValueError(f"`alpha` must be a scalar, got shape {alpha.shape}.")
-        static_alpha = 0.5  # placeholder: the traced value is passed as weights below
     else:
         raise TypeError(f"`alpha` must be a number in [0, 1], got {alpha!r}.")
+    # The weights come from `alpha`, passed as data: one compilation for every alpha.
     cfg = LossConfig(
-        w_structural=static_alpha,
-        w_absolute=1.0 - static_alpha,
+        w_structural=0.5,
+        w_absolute=0.5,
         structure=structure,
         dssim_form=dssim_form,
         max_val=max_val,
@@ -364,9 +385,7 @@ def dssim_mae_loss(
         return_map=return_map,
         **ssim_options,
     )
-    terms = evaluate_terms(cfg, predictions, targets, mask)
-    loss, _ = _combine(cfg, terms, {"ssim": alpha, "mae": 1.0 - alpha})
-    return reduce(cfg, loss)
+    return _call(cfg, predictions, targets, mask, {"ssim": alpha, "mae": 1.0 - alpha})[0]
 
 
 def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Callable:
@@ -432,9 +451,7 @@ def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Call
         mask: ArrayLike | None = None,
         weights: Mapping[str, float | ArrayLike] | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        terms = evaluate_terms(cfg, predictions, targets, mask)
-        loss, aux = _combine(cfg, terms, weights)
-        return reduce(cfg, loss), aux
+        return _call(cfg, predictions, targets, mask, weights)
 
     loss_fn.config = cfg
     return loss_fn

@@ -153,7 +153,8 @@ def test_return_map_shapes_and_means():
     )
     by_hand = 0.85 * jnp.clip((1 - s_map) / 2, 0, 1) + 0.15 * jnp.abs(x - y)
     mono_map, _ = dmj.make_loss("monodepth2", return_map=True)(x, y)
-    np.testing.assert_allclose(mono_map, by_hand, rtol=1e-6, atol=1e-7)
+    # (Two compiled programs: float32 rounding may differ by a few ulps.)
+    np.testing.assert_allclose(mono_map, by_hand, rtol=1e-5, atol=1e-6)
     # Valid statistics: the map lives on the window centres.
     naive_map, _ = dmj.make_loss("seed-naive", return_map=True)(x, y)
     assert naive_map.shape == (2, 24 - 10, 28 - 10, 3)
