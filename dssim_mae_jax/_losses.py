@@ -238,16 +238,19 @@ def _compiled(cfg: LossConfig, predictions, targets, mask, weights):
     return reduce(cfg, loss), aux
 
 
-def _call(cfg: LossConfig, predictions, targets, mask, weights):
-    """(loss, aux), compiled once per config, shapes and weights' structure (eager calls too).
-
-    Checks that need concrete values run here, before the compiled call.
-    """
+def checked_arrays(predictions, targets, mask, weights):
+    """The checks that need concrete values, run before a compiled call; the arrays."""
     predictions = _jit.normalize_dynamic("predictions", predictions)
     targets = _jit.normalize_dynamic("targets", targets)
     mask = _jit.normalize_dynamic("mask", mask)
     check_mask_values(mask)
     check_weights(weights)
+    return predictions, targets, mask
+
+
+def _call(cfg: LossConfig, predictions, targets, mask, weights):
+    """(loss, aux), compiled once per config, shapes and weights' structure (eager calls too)."""
+    predictions, targets, mask = checked_arrays(predictions, targets, mask, weights)
     return _compiled(cfg, predictions, targets, mask, weights)
 
 
