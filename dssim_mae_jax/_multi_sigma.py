@@ -249,7 +249,7 @@ def multi_sigma_ssim(
     Returns:
       MS-SSIM per image, shape ``predictions.shape[:-1 - spatial_dims]``,
       float32 (float64 for float64 inputs); or the map. NaN or inf in a valid
-      pixel gives NaN.
+      pixel gives NaN (for the whole image, and its whole map).
 
     Raises:
       ValueError: mismatched shapes, too few dimensions, a spatial size
@@ -286,6 +286,9 @@ def multi_sigma_ssim(
         mask=mask,
     )
     value_map = _product_map(windows, largest, x, y, padded_mask, c1, c2)
+    # NaN or inf in a valid pixel: the image cannot be scored (explicitly, whatever
+    # the arithmetic would make of it). Masked-out pixels are zeros by now.
+    bad = ~jnp.all(jnp.isfinite(x) & jnp.isfinite(y), axis=tuple(range(-1 - spatial_dims, 0)))
     if return_map:
-        return value_map
-    return _ssim._per_image_mean(full, value_map, mask)[0]
+        return jnp.where(bad.reshape(bad.shape + (1,) * (spatial_dims + 1)), jnp.nan, value_map)
+    return jnp.where(bad, jnp.nan, _ssim._per_image_mean(full, value_map, mask)[0])

@@ -215,6 +215,8 @@ def test_nan_or_inf_in_a_valid_pixel_gives_nan():
     x[0, 3, 3, 0] = np.nan
     x[1, 3, 3, 0] = np.inf
     assert np.all(np.isnan(np.asarray(dmj.multi_sigma_ssim(x, y, max_val=1.0))))
+    value_map = dmj.multi_sigma_ssim(x, y, max_val=1.0, filter_size=11, return_map=True)
+    assert np.all(np.isnan(np.asarray(value_map)))
 
 
 def test_scale_invariance():
