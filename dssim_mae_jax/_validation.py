@@ -234,20 +234,3 @@ def broadcast_mask(mask: ArrayLike | None, shape: tuple[int, ...], dtype) -> jnp
             f"[..., H, W, C]), got shape {tuple(mask.shape)}."
         )
     return jnp.broadcast_to(jnp.asarray(mask, dtype), shape)
-
-
-def check_power_factors(power_factors) -> tuple[float, ...]:
-    """MS-SSIM scale weights as a tuple of floats; raises unless finite numbers >= 0."""
-    if (
-        not isinstance(power_factors, tuple | list)
-        or not power_factors
-        or not all(
-            isinstance(w, numbers.Real) and not isinstance(w, bool) and 0 <= w < np.inf
-            for w in power_factors
-        )
-    ):
-        raise ValueError(
-            "`power_factors` must be a non-empty sequence of finite numbers >= 0, "
-            f"got {power_factors!r}."
-        )
-    return tuple(float(w) for w in power_factors)

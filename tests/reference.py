@@ -173,6 +173,8 @@ def ms_ssim_nd(
         values.append(np.where(total > 0, (term * w).sum(axes) / np.where(total > 0, total, 1), 1))
     values = np.maximum(np.stack(values, -1), 0.0)
     return np.prod(values**weights, axis=-1).mean()
+
+
 # ---------------------------------------------------------------- Zhao et al. (multi-sigma)
 # Semantics of the released loss layers of Zhao, Gallo, Frosio and Kautz (IEEE TCI 2017),
 # NVlabs/PL4NN `src/loss.py`, classes `MSSSIM` and `MSSSIML1` (read, not copied): one value
