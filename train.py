@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> int:
         help="output and checkpoint folder (default: %(default)s)",
     )
     training.Config.add_arguments(parser)
+    _add_multi_host_arguments(parser)
     args = parser.parse_args(argv)
     try:
         config = training.Config.from_args(args)
     except ValueError as e:  # includes training.ConfigError
         parser.error(str(e))
     try:
+        _start_multi_host(args)
         result = training.train_and_evaluate(config, args.workdir)
     except training.NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -66,6 +68,43 @@ def main(argv: list[str] | None = None) -> int:
     baseline = "noisy" if config.task == "denoise" else "bicubic"
     print(f"PSNR gain over the {baseline} input: {gain:+.2f} dB")
     return 0
+
+
+def _add_multi_host_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "multi-host runs",
+        "Run the same command once per host (process), adding these three flags, or only "
+        "--distributed where jax.distributed.initialize() detects the cluster (TPU VMs, "
+        "SLURM). See docs/training.md.",
+    )
+    group.add_argument("--coordinator-address", help="host:port of process 0")
+    group.add_argument("--num-processes", type=int, help="number of processes in the run")
+    group.add_argument("--process-id", type=int, help="this process's rank, 0 to N-1")
+    group.add_argument(
+        "--heartbeat-timeout",
+        type=int,
+        default=30,
+        help="seconds after which a silent (killed) process stops the others "
+        "(default: %(default)s)",
+    )
+
+
+def _start_multi_host(args) -> None:
+    """`jax.distributed.initialize` from the multi-host flags, when any is given."""
+    from dssim_mae_jax.training import ConfigError, _distributed
+
+    flags = (args.coordinator_address, args.num_processes, args.process_id)
+    if all(v is None for v in flags):
+        return
+    try:
+        _distributed.initialize(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            heartbeat_timeout_s=args.heartbeat_timeout,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 if __name__ == "__main__":

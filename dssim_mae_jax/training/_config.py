@@ -126,7 +126,25 @@ class Config:
     eval_crop: int = _f(256, "held-out images are center-cropped to at most this size (pixels)")
     batch_size: int = _f(16, "global batch size (split over devices)")
     patch_size: int = _f(48, "training crop size in pixels (of the clean / high-resolution image)")
-    prefetch: int = _f(2, "batches prepared ahead by a background thread (0: none)")
+    prefetch: int = _f(
+        2,
+        "batches placed on the devices ahead by a background thread, and prepared ahead by "
+        "each input worker (0: none)",
+    )
+    data_workers: int = _f(
+        -1,
+        "input worker processes decoding and cropping images (0: in this process; -1: "
+        "auto, 0 when the training images fit one pool, else half the CPUs, 1 to 8)",
+    )
+    pool_images: int = _f(
+        16,
+        "images a pool holds: batches draw from one pool of images at a time (memory: "
+        "about this many decoded images)",
+    )
+    pool_steps: int = _f(32, "steps each pool of images serves before the next pool")
+    max_image_pixels: int = _f(
+        50_000_000, "images whose header claims more pixels than this are skipped"
+    )
     # Loss and schedule.
     preset: str = _f("seed-naive", "loss preset passed to dssim_mae_jax.make_loss")
     loss_overrides: dict = dataclasses.field(
@@ -241,6 +259,10 @@ def _validate(c: Config) -> None:
         )
     _require(c.eval_crop >= c.patch_size // 2, "eval_crop", c.eval_crop, ">= patch_size / 2")
     _require(c.prefetch >= 0, "prefetch", c.prefetch, ">= 0")
+    _require(c.data_workers >= -1, "data_workers", c.data_workers, ">= 0, or -1 (auto)")
+    _require(c.pool_images >= 1, "pool_images", c.pool_images, ">= 1")
+    _require(c.pool_steps >= 1, "pool_steps", c.pool_steps, ">= 1")
+    _require(c.max_image_pixels >= 1, "max_image_pixels", c.max_image_pixels, ">= 1")
     _require(isinstance(c.preset, str) and c.preset, "preset", c.preset, "a preset name")
     _validate_loss_overrides(c.loss_overrides)
     _require(c.steps >= 1, "steps", c.steps, ">= 1")

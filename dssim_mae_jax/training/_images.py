@@ -47,7 +47,7 @@ GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _EXIF_ORIENTATION = 0x0112
 
 
-class UnusableImageError(ValueError):
+class UnusableImageError(ConfigError):
     """A file that cannot be used as training data (the message says why)."""
 
 

@@ -23,11 +23,12 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _plots
+from . import _distributed, _plots
 from ._checkpoints import Checkpointer
 from ._config import GROUPS, Config, ConfigError
-from ._data import Dataset, Prefetcher, load_dataset, sample_batch
+from ._data import BatchSource, Prefetcher, StreamingData, check_data_unchanged, open_data
 from ._evaluation import evaluate_dataset, make_evaluator
+from ._pipeline import to_float
 from ._schedules import make_optimizer, make_schedule
 from ._steps import TrainState, build_loss, create_train_state, train_step
 from ._writers import MetricWriter, PeriodicAction, write_json
@@ -44,6 +45,7 @@ _BOOKKEEPING = frozenset(
         "num_devices",
         "distributed",
         "max_nonfinite",
+        "data_workers",
     }
 )
 
@@ -115,24 +117,24 @@ class _Run:
     config: Config
     workdir: str
     chief: bool
-    dataset: Dataset
+    dataset: StreamingData  # the index of the training images, the held-out images
     state: TrainState  # restored from the latest checkpoint when resuming
     start: int  # the step `state` is at
     checkpoints: Checkpointer
     train_step: Callable  # jitted ``(state, batch) -> (state, metrics)``
     traces: list  # [how often JAX traced `train_step`]
-    make_batch: Callable[[int], jax.Array]  # the sharded batch of a step
+    make_batch: BatchSource  # the sharded (integer) batch of a step
 
 
 def _set_up(config: Config, workdir: str) -> _Run:
     """Everything that can fail on bad input runs before the data loads or a file is written."""
     config.validate()
     if config.distributed:
-        jax.distributed.initialize()
+        _distributed.initialize()  # detected from the cluster (no-op if already started)
     loss_fn, preset_weights = build_loss(config)
     mesh = make_mesh(config)
     _check_resumable(config, workdir)
-    dataset = load_dataset(config)
+    dataset = open_data(config)
     chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     if chief:
@@ -144,6 +146,7 @@ def _set_up(config: Config, workdir: str) -> _Run:
     state = jax.device_put(create_train_state(config, tx), replicated)
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     start = checkpoints.latest_step() or 0
+    check_data_unchanged(workdir, dataset.index, resuming=bool(start), chief=chief)
     if start:
         state = checkpoints.restore(state, start)
         if chief:  # said whether or not the progress bar shows it
@@ -164,7 +167,7 @@ def _set_up(config: Config, workdir: str) -> _Run:
 
     def counted_step(state, batch):
         traces[0] += 1  # runs only while JAX traces
-        return step(state, batch)
+        return step(state, to_float(batch, channels=config.channels))
 
     jitted = jax.jit(
         counted_step,
@@ -172,7 +175,7 @@ def _set_up(config: Config, workdir: str) -> _Run:
         out_shardings=(replicated, replicated),
         donate_argnums=() if jax.default_backend() == "cpu" else (0,),
     )
-    make_batch = functools.partial(_make_batch, config, dataset, batch_sharding)
+    make_batch = BatchSource(config, dataset.index, batch_sharding, start)
     return _Run(
         config, workdir, chief, dataset, state, start, checkpoints, jitted, traces, make_batch
     )
@@ -210,23 +213,6 @@ def _check_resumable(config: Config, workdir: str) -> None:
             f"workdir {workdir!r} holds a run with a different config ({details}); "
             "use another --workdir, or delete this one to start over"
         )
-
-
-def _make_batch(config: Config, dataset: Dataset, sharding: NamedSharding, step: int):
-    """The global batch of `step`; each process builds and places its own slice."""
-    per_process = config.batch_size // jax.process_count()
-    lo = jax.process_index() * per_process
-    clean = sample_batch(
-        dataset.train,
-        seed=config.seed,
-        step=step,
-        batch_size=config.batch_size,
-        patch_size=config.patch_size,
-    )
-    global_shape = (config.batch_size, config.patch_size, config.patch_size, config.channels)
-    return jax.make_array_from_process_local_data(
-        sharding, clean[lo : lo + per_process], global_shape
-    )
 
 
 # ------------------------------------------------------------------------------ training
@@ -277,8 +263,8 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
                     writer.write_record(_record(c, step, pending, state, clock))
                     _stop_if_diverged(c, jax.device_get(pending[-1]), step, run.checkpoints)
                     pending = []
-                if stop.signum is not None:
-                    stop_reason = stop.signum
+                if _stop_requested(stop, step, log_step=log.every_steps):
+                    stop_reason = stop.signum or "peer_signal"
                 elif stop_at_step is not None and stop_at_step <= step < c.steps:
                     stop_reason = "stop_at_step"
                 if save(step) or stop_reason is not None:
@@ -288,7 +274,16 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
                     break
     finally:
         loader.close()
+        run.make_batch.close()
     return state, stop_reason
+
+
+def _stop_requested(stop: _Stop, step: int, *, log_step: int) -> bool:
+    """Whether to stop after `step`. With several processes they agree every `log_step`
+    steps, so all stop at the same step: one stopping alone would leave the others blocked."""
+    if jax.process_count() == 1:
+        return stop.signum is not None
+    return step % log_step == 0 and _distributed.any_process(stop.signum is not None)
 
 
 def _record(config: Config, step: int, pending: list, state: TrainState, clock: list) -> dict:
