@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         signum = result["interrupted"]
         return 128 + signum if isinstance(signum, int) else 1
+    if not _is_chief():
+        return 0  # process 0 reports for every process
     ev = result["eval"]
     start, ran = result["start_step"], result["steps_run"]
     if ran == 0:
@@ -68,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     baseline = "noisy" if config.task == "denoise" else "bicubic"
     print(f"PSNR gain over the {baseline} input: {gain:+.2f} dB")
     return 0
+
+
+def _is_chief() -> bool:
+    import jax
+
+    return jax.process_index() == 0
 
 
 def _add_multi_host_arguments(parser: argparse.ArgumentParser) -> None:

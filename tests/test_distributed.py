@@ -94,7 +94,7 @@ def test_two_processes_match_one_process_and_only_process_0_writes(folder, tmp_p
     assert abs(a["input"]["psnr"] - b["input"]["psnr"]) < 0.01
     assert abs(a["model"]["ssim"] - b["model"]["ssim"]) < 1e-4
     # Process 1 printed no results and wrote nothing of its own.
-    assert "held-out metrics" in outs[0][0] and outs[1][0] == ""
+    assert "held-out metrics" in outs[0][0] and "held-out metrics" not in outs[1][0]
     records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 5, 8, 12, 16]  # once each, not twice
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["12", "16", "8"]
@@ -103,7 +103,7 @@ def test_two_processes_match_one_process_and_only_process_0_writes(folder, tmp_p
 @pytest.mark.slow
 def test_killing_one_process_stops_both_and_the_rerun_resumes(folder, tmp_path):
     workdir = tmp_path / "run"
-    args = ["--data-dir", str(folder), "--workdir", str(workdir), "--steps", "200"]
+    args = ["--data-dir", str(folder), "--workdir", str(workdir), "--steps", "48"]
     port = _free_port()
     procs = [_start(args, 2, process_id=i, port=port) for i in (0, 1)]
     deadline = time.monotonic() + 180
@@ -111,7 +111,7 @@ def test_killing_one_process_stops_both_and_the_rerun_resumes(folder, tmp_path):
     while not (ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())):
         assert time.monotonic() < deadline, procs[0].stderr.read()
         assert procs[0].poll() is None and procs[1].poll() is None
-        time.sleep(0.2)
+        time.sleep(0.05)
     procs[1].send_signal(signal.SIGKILL)
     t_kill = time.monotonic()
     procs[0].communicate(timeout=HEARTBEAT_S * 12)  # it stops by itself, not by timeout
@@ -119,7 +119,7 @@ def test_killing_one_process_stops_both_and_the_rerun_resumes(folder, tmp_path):
     assert procs[0].returncode != 0 and procs[1].returncode == -signal.SIGKILL
     assert time.monotonic() - t_kill < HEARTBEAT_S * 12
     saved = max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit())
-    assert 0 < saved < 200
+    assert 0 < saved < 48  # killed mid-run
     codes, outs = _run_pair(args, timeout=400)
     assert codes == [0, 0], outs[0][1][-3000:]
     assert f"resuming {workdir} from step " in outs[0][1]

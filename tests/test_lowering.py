@@ -15,6 +15,7 @@ from jax import export
 
 import dssim_mae_jax as dmj
 from dssim_mae_jax import training
+from dssim_mae_jax.training._loop import pixel_train_step
 
 ACCELERATORS = ("tpu", "cuda")
 ALL = ("cpu", "cuda", "tpu")
@@ -81,36 +82,41 @@ TINY = {"features": 4, "depth": 3, "batch_size": 2, "patch_size": 24, "eval_crop
 
 
 def _train_step(config):
-    state, model_def, tx = training.create_train_state(config)
+    """The step `train_and_evaluate` jits (uint8 pixels in), its state and a batch."""
+    tx, rates = training.make_optimizer(config)
+    state = training.create_train_state(config, tx)
     loss_fn, weights = training.build_loss(config)
-    step = training.TrainStep(config, model_def, tx, loss_fn, weights)
-    clean = _images((2, 24, 24, 3), 2)[0]
-    return step, (state, clean), model_def
+    step = pixel_train_step(config, loss_fn, training.make_schedule(config, rates, weights))
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
+    return step, (state, jnp.asarray(pixels))
+
+
+def _specs(tree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
 
 
 @pytest.mark.parametrize("platform", ACCELERATORS)
 @pytest.mark.parametrize("task", ["denoise", "sr"])
 def test_train_and_eval_steps_lower_for_accelerators(task, platform):
     config = training.Config(task=task, **TINY)
-    step, args, model_def = _train_step(config)
-    specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
-    exp = export.export(jax.jit(step), platforms=[platform])(*specs)
+    step, args = _train_step(config)
+    exp = export.export(jax.jit(step), platforms=[platform])(*_specs(args))
     assert exp.platforms == (platform,)
     assert _custom_calls(exp) == []
-    evaluate = training.make_evaluator(config, model_def)
+    assert exp.in_avals[-1].dtype == jnp.uint8  # pixels cross to the device as bytes
+    state = args[0]
+    evaluate = training.make_evaluator(config, state.apply_fn)
     clean = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    params = specs[0].params
-    exp_eval = export.export(evaluate, platforms=[platform])(params, clean, key)
+    exp_eval = export.export(evaluate, platforms=[platform])(_specs(state.params), clean, key)
     assert exp_eval.platforms == (platform,)
     assert _custom_calls(exp_eval) == []
 
 
 def test_multi_platform_train_step_matches_the_jitted_step():
     config = training.Config(**TINY)
-    step, args, _ = _train_step(config)
-    specs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
-    exp = export.export(jax.jit(step), platforms=ALL)(*specs)
+    step, args = _train_step(config)
+    exp = export.export(jax.jit(step), platforms=ALL)(*_specs(args))
     got_state, got_metrics = exp.call(*args)
     want_state, want_metrics = jax.jit(step)(*args)
     np.testing.assert_allclose(got_metrics["loss"], want_metrics["loss"], rtol=1e-6)

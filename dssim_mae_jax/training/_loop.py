@@ -158,16 +158,11 @@ def _set_up(config: Config, workdir: str) -> _Run:
             )
 
     traces = [0]
-    step = functools.partial(
-        train_step,
-        config=config,
-        loss_fn=loss_fn,
-        schedule=make_schedule(config, rates, preset_weights),
-    )
+    step = pixel_train_step(config, loss_fn, make_schedule(config, rates, preset_weights))
 
     def counted_step(state, batch):
         traces[0] += 1  # runs only while JAX traces
-        return step(state, to_float(batch, channels=config.channels))
+        return step(state, batch)
 
     jitted = jax.jit(
         counted_step,
@@ -179,6 +174,13 @@ def _set_up(config: Config, workdir: str) -> _Run:
     return _Run(
         config, workdir, chief, dataset, state, start, checkpoints, jitted, traces, make_batch
     )
+
+
+def pixel_train_step(config: Config, loss_fn: Callable, schedule: Callable) -> Callable:
+    """``(state, pixels) -> (state, metrics)``: `train_step` on an integer batch, converted to
+    float on the device (what the loop jits; the lowering tests export it)."""
+    step = functools.partial(train_step, config=config, loss_fn=loss_fn, schedule=schedule)
+    return lambda state, pixels: step(state, to_float(pixels, channels=config.channels))
 
 
 def make_mesh(config: Config) -> jax.sharding.Mesh:
