@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     training.Config.add_arguments(parser)
     _add_multi_host_arguments(parser)
+    warnings.showwarning = _one_line_warning
     args = parser.parse_args(argv)
     try:
         config = training.Config.from_args(args)
@@ -70,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     baseline = "noisy" if config.task == "denoise" else "bicubic"
     print(f"PSNR gain over the {baseline} input: {gain:+.2f} dB")
     return 0
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. skipped image files) as one ``warning: ...`` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file, flush=True)
 
 
 def _is_chief() -> bool:

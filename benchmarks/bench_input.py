@@ -149,18 +149,21 @@ def train_step_rate(*, steps: int) -> dict:
     import jax
 
     from dssim_mae_jax import training
+    from dssim_mae_jax.training._loop import pixel_train_step
 
     config = training.Config()
-    state, model_def, tx = training.create_train_state(config)
+    tx, rates = training.make_optimizer(config)
+    state = training.create_train_state(config, tx)
     loss_fn, weights = training.build_loss(config)
-    step = jax.jit(training.TrainStep(config, model_def, tx, loss_fn, weights))
+    schedule = training.make_schedule(config, rates, weights)
+    step = jax.jit(pixel_train_step(config, loss_fn, schedule))
     shape = (config.batch_size, config.patch_size, config.patch_size, config.channels)
-    clean = jax.numpy.asarray(np.random.default_rng(0).random(shape, dtype=np.float32))
-    state, m = step(state, clean)
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    state, m = step(state, pixels)
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, m = step(state, clean)
+        state, m = step(state, pixels)
     jax.block_until_ready(m)
     seconds = (time.perf_counter() - t0) / steps
     return {

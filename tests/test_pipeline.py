@@ -3,9 +3,13 @@ that are a pure function of (seed, step) whatever the workers, processes or resu
 
 import dataclasses
 import io
+import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,3 +315,46 @@ def test_decoding_is_bytes_not_floats(tmp_path):
     assert img.dtype == np.uint8 and img.shape == (32, 48, 3)
     with Image.open(io.BytesIO(path.read_bytes())) as im:
         np.testing.assert_array_equal(img, np.asarray(im))
+
+
+# --------------------------------------------------------------------------- in a run
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUN = {
+    "features": 4, "depth": 3, "batch_size": 4, "patch_size": 16, "eval_crop": 32,
+    "steps": 6, "log_every": 2, "checkpoint_every": 100, "num_samples": 0,
+    "progress_bar": False, "prefetch": 0, "num_eval_images": 1, "data_workers": 0,
+}  # fmt: skip
+
+
+def test_resuming_after_images_were_added_is_refused_until_the_record_is_removed(tmp_path):
+    folder = _folder(tmp_path / "data", n=3)
+    config = training.Config(data_dir=str(folder), **TINY_RUN)
+    workdir = tmp_path / "run"
+    training.train_and_evaluate(config, str(workdir), stop_at_step=2)
+    recorded = json.loads((workdir / "data.json").read_text())
+    assert recorded["eval"] == ["img2.png"] and recorded["fingerprint"]["files"] == 3
+    _write(folder / "img3.png", _random((40, 36, 3), 9))  # would become the held-out image
+    with pytest.raises(ValueError, match=r"data changed since this run started \(then 3 files"):
+        training.train_and_evaluate(config, str(workdir))
+    (workdir / "data.json").unlink()  # the documented way to accept the change
+    result = training.train_and_evaluate(config, str(workdir))
+    assert result["start_step"] == 2 and result["step"] == 6
+
+
+def test_data_errors_are_one_line_on_stderr_with_exit_code_2(tmp_path):
+    cases = {
+        "missing": ["--data-dir", str(tmp_path / "missing")],
+        "cap": ["--data-dir", str(_folder(tmp_path / "d", n=2)), "--max-image-pixels", "100"],
+    }
+    for name, args in cases.items():
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), "--workdir", str(tmp_path / name), *args],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert out.returncode == 2, (name, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        # Skipped files are one "warning:" line each time; the error is one line.
+        assert all(line.startswith(("warning: ", "error: ")) for line in lines), out.stderr
+        assert [line.startswith("error: ") for line in lines][-1:] == [True], out.stderr
+        assert sum(line.startswith("error: ") for line in lines) == 1
+    assert "more than max_image_pixels=100" in out.stderr

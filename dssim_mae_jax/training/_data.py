@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _distributed
 from ._color import bicubic_downsample
 from ._config import Config, ConfigError
 from ._images import ImageEntry, ImageIndex, index_bundled, index_folder, read_image
@@ -169,32 +170,41 @@ class BatchSource:
 def check_data_unchanged(workdir: str, index: ImageIndex, *, resuming: bool, chief: bool):
     """Records the data's fingerprint in ``workdir/data.json``; refuses a resumed run whose
     data folder changed (files added, removed, resized or touched), which would shift the
-    held-out split and the batches.
+    held-out split and the batches. With several processes, also refuses hosts whose copies
+    of the data differ (names, sizes or image sizes): each host reads its own slices.
 
     Raises:
-      ValueError: resuming and the fingerprint differs from the recorded one.
+      ValueError: the fingerprint differs from the recorded one, or the hosts' data differ.
     """
+    layout = json.dumps([(e.name, e.size, e.height, e.width) for e in index.train + index.eval])
+    if not _distributed.same_on_all_processes(layout):
+        raise ConfigError(
+            "config.data_dir: the processes see different training images (names, file "
+            "sizes or image sizes differ between hosts); give every host the same data"
+        )
     path = os.path.join(workdir, "data.json")
-    record = {
-        "fingerprint": index.fingerprint,
-        "train": [e.name for e in index.train],
-        "eval": [e.name for e in index.eval],
-    }
-    if resuming and os.path.exists(path):
+    saved = None
+    if resuming and chief and os.path.exists(path):
         with open(path) as f:
-            saved = json.load(f)
-        if saved.get("fingerprint") != index.fingerprint:
-            was, now = saved.get("fingerprint", {}), index.fingerprint
-            raise ConfigError(
-                f"config.data_dir: the data changed since this run started (then "
-                f"{was.get('files')} files, {was.get('bytes')} bytes; now {now.get('files')} "
-                f"files, {now.get('bytes')} bytes, or other names / mtimes): the held-out "
-                "split and the batches would differ. Restore the folder, use another "
-                f"--workdir, or delete {path} to go on with the new data"
+            saved = json.load(f).get("fingerprint", {})
+    changed = saved is not None and saved != index.fingerprint
+    if _distributed.any_process(changed):  # every process stops, not only process 0
+        now = index.fingerprint
+        raise ConfigError(
+            "config.data_dir: the data changed since this run started"
+            + (
+                f" (then {saved.get('files')} files, {saved.get('bytes')} bytes; now "
+                f"{now.get('files')} files, {now.get('bytes')} bytes, or other names / mtimes)"
+                if changed
+                else ""
             )
-        return
-    if chief:
+            + ": the held-out split and the batches would differ. Restore the folder, use "
+            f"another --workdir, or delete {path} to go on with the new data"
+        )
+    if chief and saved is None:
         os.makedirs(workdir, exist_ok=True)
+        record = {"fingerprint": index.fingerprint}
+        record.update(train=[e.name for e in index.train], eval=[e.name for e in index.eval])
         write_json(path, record)
 
 

@@ -9,6 +9,7 @@ form one mesh, which is how the tests check multi-host behaviour without acceler
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import jax
@@ -73,6 +74,17 @@ def any_process(flag: bool) -> bool:
 
     flags = multihost_utils.process_allgather(np.asarray(flag, np.int32))
     return bool(np.any(flags))
+
+
+def same_on_all_processes(text: str) -> bool:
+    """Whether every process passed the same `text` (compared by a 31-bit hash of it)."""
+    if jax.process_count() == 1:
+        return True
+    from jax.experimental import multihost_utils
+
+    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") >> 1
+    values = multihost_utils.process_allgather(np.asarray(digest, np.int32))
+    return bool(np.all(values == digest))
 
 
 def process_share(batch_size: int) -> tuple[int, int]:

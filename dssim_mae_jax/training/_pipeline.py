@@ -217,9 +217,11 @@ class PatchStream:
         if stop > start:
             ds = grain.MapDataset.range((stop - start) * self._parts).map(maker)
             ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-            # Batches under 1 MiB are pickled through a pipe, larger ones go through shared
-            # memory (cheaper for them).
-            options = grain.experimental.DatasetOptions(min_shm_size=1 << 20)
+            # Patches travel pickled through a pipe, not through shared memory: Grain frees
+            # shared blocks from a background thread, and blocks still pending at exit make
+            # Python's resource tracker warn of leaks. The 512x512 benchmark
+            # (docs/benchmarks.md) runs through it.
+            options = grain.experimental.DatasetOptions(min_shm_size=1 << 62)
             ds = grain.experimental.WithOptionsIterDataset(ds, options)
             if workers:
                 _absl_flags_parsed()
