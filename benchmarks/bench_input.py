@@ -13,7 +13,9 @@ so that no two are equal), it measures:
 * ``train_step``: patches/s that the default training step consumes (batch 16 of 48x48,
   the default DnCNN, jitted on this machine's default device), so the ratio
   ``stream / train_step`` says whether the input keeps the step fed.
-* ``--train-rss``: peak RSS of ``train.py --data-dir`` runs on the first 50 and on all images.
+* ``--train-rss``: ``train.py`` for 100 steps on the bundled photographs, on the first 50
+  images and on all of them: peak RSS and training steps/s (the streamed runs keep the pace of
+  the bundled one when the input keeps up).
 
 Every measurement runs in its own subprocess, so one's memory does not count in another's.
 
@@ -173,30 +175,19 @@ def train_step_rate(*, steps: int) -> dict:
     }
 
 
-def train_rss(folder: str, workdir: str, *, steps: int) -> dict:
-    """Runs ``train.py --data-dir folder`` for a few steps; its own timing line."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        "--workdir",
-        workdir,
-        "--data-dir",
-        folder,
-        "--steps",
-        str(steps),
-        "--log-every",
-        str(steps),
-        "--checkpoint-every",
-        str(steps),
-        "--no-progress-bar",
-        "--eval-crop",
-        "256",
-    ]
+def train_run(folder: str, workdir: str, *, steps: int) -> dict:
+    """Runs ``train.py`` (on `folder`; the bundled photographs if empty) for `steps` steps."""
+    cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", workdir, "--steps", str(steps)]
+    cmd += ["--log-every", str(steps), "--checkpoint-every", str(steps), "--no-progress-bar"]
+    if folder:
+        cmd += ["--data-dir", folder]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise RuntimeError(f"train.py failed: {proc.stderr[-2000:]}")
-    return {"wall_s": time.perf_counter() - t0}
+    # "trained N steps in T s (R steps/s); ..."
+    rate = float(proc.stdout.split(" steps/s)")[0].rsplit("(", 1)[1])
+    return {"wall_s": time.perf_counter() - t0, "train_steps_per_s": rate}
 
 
 def _child(args) -> dict:
@@ -209,7 +200,7 @@ def _child(args) -> dict:
         return in_ram_rate(args.folder, steps=args.steps, batch=args.batch, patch=args.patch)
     if kind == "train_step":
         return train_step_rate(steps=args.steps)
-    return train_rss(args.folder, args.workdir, steps=args.steps)
+    return train_run(args.folder, args.workdir, steps=args.steps)
 
 
 def run_child(argv: list[str]) -> dict:
@@ -268,7 +259,7 @@ def main(argv=None) -> int:
 
 
 def _train_rss_pair(args) -> dict:
-    """train.py on a folder of the first 50 images and on all of them."""
+    """train.py on the bundled photographs, on the first 50 images and on all of them."""
     small = args.folder.rstrip("/") + "_50"
     os.makedirs(small, exist_ok=True)
     for name in sorted(os.listdir(args.folder))[:50]:
@@ -276,10 +267,11 @@ def _train_rss_pair(args) -> dict:
         if not os.path.exists(link):
             os.symlink(os.path.join(args.folder, name), link)
     out = {}
-    for label, folder in (("train_50", small), (f"train_{args.images}", args.folder)):
-        workdir = f"{folder}_run"
+    runs = (("train_bundled", ""), ("train_50", small), (f"train_{args.images}", args.folder))
+    for label, folder in runs:
+        workdir = os.path.join(os.path.dirname(args.folder.rstrip("/")), f"{label}_run")
         subprocess.run(["rm", "-rf", workdir], check=True)
-        argv = ["--child", "train", "--folder", folder, "--workdir", workdir, "--steps", "60"]
+        argv = ["--child", "train", "--folder", folder, "--workdir", workdir, "--steps", "100"]
         out[label] = run_child(argv)
         print(label, out[label], flush=True)
     return out
