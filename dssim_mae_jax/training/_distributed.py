@@ -76,6 +76,19 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(flags))
 
 
+def preemption_reached(step: int) -> bool:
+    """True on every process at the same step once any process got SIGTERM (the usual
+    preemption notice), through JAX's preemption sync; call it at every step."""
+    if jax.process_count() == 1:
+        return False
+    from jax.experimental import multihost_utils
+
+    try:
+        return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # no preemption sync manager (e.g. jax.distributed not started)
+        return False
+
+
 def same_on_all_processes(text: str) -> bool:
     """Whether every process passed the same `text` (compared by a 31-bit hash of it)."""
     if jax.process_count() == 1:

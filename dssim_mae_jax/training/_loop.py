@@ -285,7 +285,9 @@ def _stop_requested(stop: _Stop, step: int, *, log_step: int) -> bool:
     steps, so all stop at the same step: one stopping alone would leave the others blocked."""
     if jax.process_count() == 1:
         return stop.signum is not None
-    return step % log_step == 0 and _distributed.any_process(stop.signum is not None)
+    # JAX's preemption notifier catches a SIGTERM that arrives before `_Stop` is installed.
+    preempted = _distributed.preemption_reached(step)  # called at every step, on every host
+    return preempted or (step % log_step == 0 and _distributed.any_process(stop.signum is not None))
 
 
 def _record(config: Config, step: int, pending: list, state: TrainState, clock: list) -> dict:
