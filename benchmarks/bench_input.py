@@ -228,6 +228,12 @@ def main(argv=None) -> int:
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--train-rss", action="store_true", help="also train.py on 50 / all images")
     p.add_argument("--skip-in-ram", action="store_true")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="instead: alternate the train step and 1-worker streaming this many times",
+    )
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -241,6 +247,11 @@ def main(argv=None) -> int:
     steps = ["--steps", str(args.steps)]
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
     results["load_average"] = os.getloadavg()
+    if args.rounds:
+        results["rounds"] = _rounds(args, common, steps)
+        if args.output:
+            pathlib.Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     results["train_step"] = run_child(["--child", "train_step", "--steps", "20"])
     print("train_step", results["train_step"], flush=True)
     for n in args.workers:
@@ -256,6 +267,24 @@ def main(argv=None) -> int:
     if args.output:
         pathlib.Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _rounds(args, common, steps) -> list[dict]:
+    """Train step and 1-worker stream, alternated: each ratio is of two adjacent measurements,
+    so a shared machine's load changes affect both alike."""
+    out = []
+    for r in range(args.rounds):
+        step = run_child(["--child", "train_step", "--steps", "20"])
+        stream = run_child(["--child", "stream", "--n", "1", *common, *steps])
+        row = {
+            "train_step_patches_per_s": step["patches_per_s"],
+            "stream_1_worker_patches_per_s": stream["patches_per_s"],
+            "ratio": stream["patches_per_s"] / step["patches_per_s"],
+            "load_average": os.getloadavg()[0],
+        }
+        print(f"round {r}", row, flush=True)
+        out.append(row)
+    return out
 
 
 def _train_rss_pair(args) -> dict:
