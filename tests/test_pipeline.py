@@ -358,3 +358,22 @@ def test_data_errors_are_one_line_on_stderr_with_exit_code_2(tmp_path):
         assert [line.startswith("error: ") for line in lines][-1:] == [True], out.stderr
         assert sum(line.startswith("error: ") for line in lines) == 1
     assert "more than max_image_pixels=100" in out.stderr
+
+
+def test_bench_input_functions_run_tiny(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_input", ROOT / "benchmarks" / "bench_input.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = bench.make_folder(str(tmp_path / "imgs"), 4, width=90, height=70)
+    names = sorted(os.listdir(folder))
+    assert len(names) == 4
+    first = np.asarray(Image.open(os.path.join(folder, names[0])))
+    assert first.shape == (70, 90, 3)
+    assert not np.array_equal(first, np.asarray(Image.open(os.path.join(folder, names[1]))))
+    stream = bench.stream_rate(folder, workers=0, steps=2, batch=4, patch=16)
+    assert stream["images"] == 4 and stream["patches_per_s"] > 0
+    assert bench.in_ram_rate(folder, steps=2, batch=4, patch=16)["images"] == 4
