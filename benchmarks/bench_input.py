@@ -6,8 +6,9 @@ so that no two are equal), it measures:
 
 * ``stream``: patches/s of `PatchStream` (the training pipeline: header index, decoding on
   Grain worker processes, uint8 crops) for each ``--workers`` count, after the first batch;
-  the first batch's wait (worker start-up) is reported apart. Peak RSS is of the whole process
-  tree (the workers included), sampled every 50 ms.
+  the first batch's wait (worker start-up) is reported apart. With ``--workers 0`` (all in
+  this process) also the CPU time per patch, which a shared machine's load hardly changes.
+  Peak RSS is of the whole process tree (the workers included), sampled every 50 ms.
 * ``in_ram``: the previous loader: `load_dataset` (every image decoded to float32 in RAM) and
   `sample_batch`; load time, patches/s and peak RSS.
 * ``train_step``: patches/s that the default training step consumes (batch 16 of 48x48,
@@ -116,17 +117,20 @@ def stream_rate(folder: str, *, workers: int, steps: int, batch: int, patch: int
     )
     t1 = time.perf_counter()
     next(stream)
-    t2 = time.perf_counter()
+    t2, cpu2 = time.perf_counter(), time.process_time()
     for _ in stream:
         pass
-    t3 = time.perf_counter()
+    t3, cpu3 = time.perf_counter(), time.process_time()
     stream.close()
-    return {
+    out = {
         "images": len(index.train) + len(index.eval),
         "index_s": t_index,
         "first_batch_s": t2 - t1,
         "patches_per_s": steps * batch / (t3 - t2),
     }
+    if workers == 0:  # all the work in this process: its CPU time does not depend on load
+        out["cpu_ms_per_patch"] = (cpu3 - cpu2) * 1e3 / (steps * batch)
+    return out
 
 
 def in_ram_rate(folder: str, *, steps: int, batch: int, patch: int) -> dict:

@@ -259,7 +259,8 @@ def test_pools_visit_every_image_once_per_pass():
 def test_worker_cache_holds_at_most_its_share_of_a_pool(tmp_path):
     index = _index(_folder(tmp_path, n=9))
     maker = _pipeline.PatchMaker(
-        index.train, 0, 8, 16, 0, 8, 2, 0, 4, 1, 3, np.dtype(np.uint8)
+        entries=index.train, seed=0, batch_size=8, patch_size=16, lo=0, count=8, parts=2,
+        start=0, pool_images=4, pool_steps=1, wire_channels=3, wire_dtype=np.dtype(np.uint8),
     )  # fmt: skip
     assert maker.cache_size == 2  # ceil(4 pool images / 2 parts)
     for element in range(20):

@@ -210,9 +210,19 @@ class PatchStream:
         self._dtype = np.dtype(wire_dtype)
         self._step, self._stop = start, stop
         maker = PatchMaker(
-            tuple(entries), seed, batch_size, patch_size, process_index * count, count,
-            self._parts, start, pool_images, pool_steps, wire_channels, self._dtype,
-        )  # fmt: skip
+            entries=tuple(entries),
+            seed=seed,
+            batch_size=batch_size,
+            patch_size=patch_size,
+            lo=process_index * count,
+            count=count,
+            parts=self._parts,
+            start=start,
+            pool_images=pool_images,
+            pool_steps=pool_steps,
+            wire_channels=wire_channels,
+            wire_dtype=self._dtype,
+        )
         self._iter = None
         if stop > start:
             ds = grain.MapDataset.range((stop - start) * self._parts).map(maker)
