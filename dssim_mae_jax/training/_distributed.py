@@ -48,10 +48,13 @@ def initialize(
         raise ValueError(
             f"--process-id: got {process_id}, expected 0 <= id < --num-processes={num_processes}"
         )
-    if jax.distributed.is_initialized():
+    if _is_initialized():
         return
     # Must be set before the CPU backend starts; ignored by GPU and TPU backends.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except AttributeError:  # a jax without CPU collectives: CPU multi-process cannot run
+        pass
     kwargs = {
         "coordinator_address": coordinator_address,
         "num_processes": num_processes,
@@ -60,6 +63,15 @@ def initialize(
     if "heartbeat_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters:
         kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout_s
     jax.distributed.initialize(**kwargs)
+
+
+def _is_initialized() -> bool:
+    is_initialized = getattr(jax.distributed, "is_initialized", None)  # jax >= 0.4.34 or so
+    if is_initialized is not None:
+        return is_initialized()
+    from jax._src import distributed  # older jax: the same test, on its private state
+
+    return distributed.global_state.client is not None
 
 
 def any_process(flag: bool) -> bool:
