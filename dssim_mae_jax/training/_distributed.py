@@ -66,7 +66,7 @@ def initialize(
 
 
 def _is_initialized() -> bool:
-    is_initialized = getattr(jax.distributed, "is_initialized", None)  # jax >= 0.4.34 or so
+    is_initialized = getattr(jax.distributed, "is_initialized", None)  # newer jax
     if is_initialized is not None:
         return is_initialized()
     from jax._src import distributed  # older jax: the same test, on its private state
