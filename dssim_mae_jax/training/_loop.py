@@ -8,6 +8,7 @@ bar).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -23,11 +24,11 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _plots
+from . import _plots, _workdir
 from ._checkpoints import Checkpointer
 from ._config import GROUPS, Config, ConfigError
 from ._data import Dataset, Prefetcher, load_dataset, sample_batch
-from ._evaluation import evaluate_dataset, make_evaluator
+from ._evaluation import check_eval_crop, evaluate_dataset, make_evaluator
 from ._schedules import make_optimizer, make_schedule
 from ._steps import TrainState, build_loss, create_train_state, train_step
 from ._writers import MetricWriter, PeriodicAction, write_json
@@ -49,7 +50,8 @@ _BOOKKEEPING = frozenset(
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when `max_nonfinite` consecutive steps had a non-finite loss or gradient."""
+    """The run diverged: `max_nonfinite` consecutive steps had a non-finite loss, gradient or
+    update, or the held-out metrics of the final model are not finite."""
 
 
 def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None = None) -> dict:
@@ -71,19 +73,24 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
       ``steps_per_second`` (of this call's steps), and the final ``state``.
 
     Raises:
-      ValueError: an invalid config or data folder, or a workdir holding another run.
-      NonFiniteLossError: `max_nonfinite` consecutive non-finite steps (no checkpoint written
-        for them; the last good one stays).
+      ValueError: an invalid config or data folder, a workdir that is not a writable folder,
+        is in use by another run (its lock is held), or holds another run (another config, or
+        checkpoints without their ``config.json``).
+      NonFiniteLossError: the run diverged: `max_nonfinite` consecutive non-finite steps (no
+        checkpoint written for them; the last good one stays), or non-finite held-out
+        metrics (no ``eval.json`` written).
     """
-    run = _set_up(config, workdir)
-    writer = MetricWriter(
-        workdir,
-        start=run.start,
-        total=config.steps,
-        chief=run.chief,
-        progress_bar=config.progress_bar,
-    )
-    with writer:
+    with contextlib.ExitStack() as hold:  # the workdir lock, for the whole run
+        run = _set_up(config, workdir, hold)
+        writer = hold.enter_context(
+            MetricWriter(
+                workdir,
+                start=run.start,
+                total=config.steps,
+                chief=run.chief,
+                progress_bar=config.progress_bar,
+            )
+        )
         t0 = time.perf_counter()
         try:
             state, stop_reason = _train(run, writer, stop_at_step)
@@ -124,17 +131,23 @@ class _Run:
     make_batch: Callable[[int], jax.Array]  # the sharded batch of a step
 
 
-def _set_up(config: Config, workdir: str) -> _Run:
-    """Everything that can fail on bad input runs before the data loads or a file is written."""
+def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
+    """Everything that can fail on bad input runs before the data loads or a file is written.
+
+    The chief process takes the workdir's lock into `hold` (released when the run ends).
+    """
     config.validate()
+    check_eval_crop(config)
     if config.distributed:
         jax.distributed.initialize()
     loss_fn, preset_weights = build_loss(config)
     mesh = make_mesh(config)
+    chief = jax.process_index() == 0
+    if chief:
+        hold.enter_context(_workdir.locked(workdir))
     _check_resumable(config, workdir)
     dataset = load_dataset(config)
-    chief = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    check_eval_crop(config, dataset.eval, dataset.eval_names)
     if chief:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
@@ -143,9 +156,8 @@ def _set_up(config: Config, workdir: str) -> _Run:
     tx, rates = make_optimizer(config)
     state = jax.device_put(create_train_state(config, tx), replicated)
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    start = checkpoints.latest_step() or 0
+    state, start = checkpoints.restore_newest(state)  # a damaged newest one is set aside
     if start:
-        state = checkpoints.restore(state, start)
         if chief:  # said whether or not the progress bar shows it
             done = " (already finished: evaluating only)" if start >= config.steps else ""
             print(
@@ -198,8 +210,14 @@ def _check_resumable(config: Config, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     ckpt_dir = os.path.join(workdir, "checkpoints")
     # Only a run with checkpoints is resumed; a workdir without any may take a new config.
-    if not os.path.exists(path) or not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
+    if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
         return
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"workdir {workdir!r} has checkpoints but no config.json: the config they were "
+            "trained with is unknown, so they cannot be resumed safely; use another --workdir, "
+            "or delete this one to start over"
+        )
     with open(path) as f:
         saved = Config.from_dict(json.load(f)).to_dict()
     new = config.to_dict()
@@ -312,8 +330,8 @@ def _stop_if_diverged(config: Config, last: dict, step: int, checkpoints: Checkp
     if nonfinite >= config.max_nonfinite:
         good = checkpoints.latest_step()
         raise NonFiniteLossError(
-            f"stopped at step {step}: {nonfinite} consecutive steps had a "
-            f"non-finite loss or gradient (max_nonfinite={config.max_nonfinite}); "
+            f"training diverged at step {step}: {nonfinite} consecutive steps had a "
+            f"non-finite loss, gradient or update (max_nonfinite={config.max_nonfinite}); "
             "their updates were skipped. The last good checkpoint is "
             + (f"step {good} in {checkpoints.directory}" if good else "none")
             + ". Lower the learning rates or check the data."
@@ -329,6 +347,12 @@ def _evaluate(run: _Run, state: TrainState, writer: MetricWriter) -> dict:
     means, shown = evaluate_dataset(
         config, evaluate, params, run.dataset.eval, seed=config.seed + 1
     )
+    bad = sorted(f"{w}.{k}" for w, m in means.items() for k, v in m.items() if not np.isfinite(v))
+    if bad:
+        raise NonFiniteLossError(
+            f"the model diverged: its held-out metrics {', '.join(bad)} are not finite; "
+            "no eval.json written"
+        )
     if run.chief:
         write_json(os.path.join(run.workdir, "eval.json"), means)
         writer.write_eval(int(jax.device_get(state.step)), means)
