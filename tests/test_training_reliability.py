@@ -170,6 +170,29 @@ def test_checkpoints_without_config_json_are_refused(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
+def test_resume_on_a_changed_data_folder_is_refused_and_a_touched_one_warns(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / name)
+    config = tiny(data_dir=str(data), num_eval_images=1)
+    workdir = str(tmp_path / "w")
+    training.train_and_evaluate(config, workdir, stop_at_step=4)
+    record = json.loads((tmp_path / "w" / "data.json").read_text())
+    assert sorted(record) == ["a.png", "b.png", "c.png"]
+    os.utime(data / "a.png", ns=(1, 1))  # same bytes, new time: a warning only
+    with pytest.warns(RuntimeWarning, match="new modification time"):
+        training.train_and_evaluate(config, workdir, stop_at_step=6)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / "d.png")
+    with pytest.raises(ValueError, match=r"data folder changed .*added 'd\.png'"):
+        training.train_and_evaluate(config, workdir)
+    (data / "d.png").unlink()
+    Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(data / "b.png")
+    with pytest.raises(ValueError, match=r"changed size 'b\.png'"):
+        training.train_and_evaluate(config, workdir)
+
+
 # ----------------------------------------------------------------------- workdir lock
 _HOLD_LOCK = """
 import sys, time, importlib.util

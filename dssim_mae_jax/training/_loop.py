@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -27,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 from . import _plots, _workdir
 from ._checkpoints import Checkpointer
 from ._config import GROUPS, Config, ConfigError
-from ._data import Dataset, Prefetcher, load_dataset, sample_batch
+from ._data import Dataset, Prefetcher, find_images, load_dataset, sample_batch
 from ._evaluation import check_eval_crop, evaluate_dataset, make_evaluator
 from ._schedules import make_optimizer, make_schedule
 from ._steps import TrainState, build_loss, create_train_state, train_step
@@ -145,11 +146,14 @@ def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
     chief = jax.process_index() == 0
     if chief:
         hold.enter_context(_workdir.locked(workdir))
-    _check_resumable(config, workdir)
+    resuming = _check_resumable(config, workdir)
+    fingerprint = _check_data(config, workdir, resuming=resuming)
     dataset = load_dataset(config)
     check_eval_crop(config, dataset.eval, dataset.eval_names)
     if chief:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        if fingerprint is not None:
+            write_json(os.path.join(workdir, _workdir.DATA_RECORD), fingerprint)
 
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
@@ -206,12 +210,13 @@ def make_mesh(config: Config) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
 
 
-def _check_resumable(config: Config, workdir: str) -> None:
+def _check_resumable(config: Config, workdir: str) -> bool:
+    """Whether `workdir` holds a run to resume; raises if it is another run's."""
     path = os.path.join(workdir, "config.json")
     ckpt_dir = os.path.join(workdir, "checkpoints")
     # Only a run with checkpoints is resumed; a workdir without any may take a new config.
     if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
-        return
+        return False
     if not os.path.exists(path):
         raise ConfigError(
             f"workdir {workdir!r} has checkpoints but no config.json: the config they were "
@@ -228,6 +233,24 @@ def _check_resumable(config: Config, workdir: str) -> None:
             f"workdir {workdir!r} holds a run with a different config ({details}); "
             "use another --workdir, or delete this one to start over"
         )
+    return True
+
+
+def _check_data(config: Config, workdir: str, *, resuming: bool) -> dict | None:
+    """The data folder's fingerprint (names, sizes, times), checked against the one recorded
+    when the run being resumed started; ``None`` for the bundled photographs."""
+    if not config.data_dir:
+        return None
+    fingerprint = _workdir.data_fingerprint(find_images(config.data_dir), config.data_dir)
+    touched = _workdir.check_data(workdir, fingerprint, resuming=resuming)
+    if touched:
+        warnings.warn(
+            f"{len(touched)} data file(s) have a new modification time but the same size since "
+            f"this run was checkpointed (e.g. {touched[0]!r}); resuming as if unchanged",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return fingerprint
 
 
 def _make_batch(config: Config, dataset: Dataset, sharding: NamedSharding, step: int):

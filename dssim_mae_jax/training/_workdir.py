@@ -5,6 +5,10 @@ The lock is ``<workdir>/train.lock``, held with ``fcntl.flock``: the kernel rele
 the process ends, however it ends, so a lock file left by a killed run never blocks the next
 one. The file records the holder's pid and start time for the message a second run prints.
 
+The workdir also records the data a run was trained on (``data.json``: each file's name, size
+and modification time); a resume on a data folder whose files were added, removed or resized
+is refused, since the batches would differ.
+
 Standard library only: `train.py` loads this file before importing JAX, so that a second run
 refuses within a second instead of after the imports.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -74,3 +79,52 @@ def locked(workdir: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+DATA_RECORD = "data.json"
+
+
+def data_fingerprint(paths: list[str], root: str) -> dict[str, list[int]]:
+    """``{relative path: [size in bytes, mtime in ns]}`` of the data files of a run."""
+    out = {}
+    for p in paths:
+        st = os.stat(p)
+        out[os.path.relpath(p, root)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _listing(what: str, names: list[str]) -> str:
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{what} {', '.join(map(repr, names[:3]))}{more}"
+
+
+def check_data(workdir: str, fingerprint: dict[str, list[int]], *, resuming: bool) -> list[str]:
+    """Compares `fingerprint` with the one a run recorded in ``<workdir>/data.json``.
+
+    Returns the files whose modification time alone changed (a copy or a ``touch``: worth a
+    warning, not a refusal). Nothing is compared for a new run or a workdir without a record.
+
+    Raises:
+      WorkdirError: resuming, and files were added, removed or changed size: the batches
+        would no longer be those of the checkpointed run.
+    """
+    path = os.path.join(workdir, DATA_RECORD)
+    if not resuming or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        saved = json.load(f)
+    added = sorted(set(fingerprint) - set(saved))
+    removed = sorted(set(saved) - set(fingerprint))
+    resized = sorted(k for k in set(saved) & set(fingerprint) if saved[k][0] != fingerprint[k][0])
+    changes = [
+        _listing(what, names)
+        for what, names in (("added", added), ("removed", removed), ("changed size", resized))
+        if names
+    ]
+    if changes:
+        raise WorkdirError(
+            f"the data folder changed since workdir {workdir!r} was checkpointed "
+            f"({'; '.join(changes)}): resuming would train on other batches; restore the "
+            "data, or use another --workdir"
+        )
+    return sorted(k for k in saved if saved[k][1] != fingerprint[k][1])
