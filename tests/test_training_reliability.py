@@ -144,19 +144,40 @@ def uninterrupted(tmp_path_factory):
     return training.train_and_evaluate(tiny(), str(workdir))
 
 
+_STOP_AT_8 = """
+import json, sys
+from dssim_mae_jax import training
+training.train_and_evaluate(training.Config(**json.loads(sys.argv[2])), sys.argv[1], stop_at_step=8)
+"""
+
+
+@pytest.fixture(scope="module")
+def stopped_at_8(tmp_path_factory):
+    """A workdir with checkpoints 4 and 8 of `tiny()`, written by another process (so that
+    no in-process cache of the files can hide the damage done to them)."""
+    workdir = tmp_path_factory.mktemp("stopped") / "w"
+    out = subprocess.run(
+        [sys.executable, "-c", _STOP_AT_8, str(workdir), json.dumps(TINY)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_resume_falls_back_past_a_damaged_latest_checkpoint(
-    tmp_path, damage, uninterrupted, capsys
+    tmp_path, damage, stopped_at_8, uninterrupted, capsys
 ):
-    config = tiny()
-    training.train_and_evaluate(config, str(tmp_path), stop_at_step=8)  # checkpoints 4 and 8
-    DAMAGE[damage](tmp_path / "checkpoints" / "8")
+    workdir = tmp_path / "w"
+    shutil.copytree(stopped_at_8, workdir)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["4", "8"]
+    DAMAGE[damage](workdir / "checkpoints" / "8")
     with pytest.warns(RuntimeWarning, match=r"checkpoint step 8 does not restore \(\w+"):
-        result = training.train_and_evaluate(config, str(tmp_path))
+        result = training.train_and_evaluate(tiny(), str(workdir))
     assert result["start_step"] == 4 and result["step"] == 10
-    assert f"resuming {tmp_path} from step 4 of 10" in capsys.readouterr().err
+    assert f"resuming {workdir} from step 4 of 10" in capsys.readouterr().err
     # The damaged checkpoint is kept aside, never deleted.
-    assert (tmp_path / "checkpoints-damaged" / "8").is_dir()
+    assert (workdir / "checkpoints-damaged" / "8").is_dir()
     # The resumed trajectory is the uninterrupted one, bit for bit.
     for a, b in zip(_params(uninterrupted["state"]), _params(result["state"]), strict=True):
         np.testing.assert_array_equal(a, b)

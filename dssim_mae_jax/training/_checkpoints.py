@@ -8,8 +8,11 @@ non-finite parameters) is moved aside, never deleted, and the next newest one is
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
+import sys
 import warnings
 
 import jax
@@ -26,6 +29,30 @@ class NonFiniteStateError(ValueError):
 def params_finite(state) -> bool:
     """Whether every parameter of `state` is finite (reads them back to the host)."""
     return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(state.params))
+
+
+@contextlib.contextmanager
+def _quiet_closed_event_loop():
+    """Drops the "Event loop is closed" errors of a failed orbax restore.
+
+    When one read of a damaged checkpoint fails, orbax closes its event loop while the other
+    tensorstore reads are still pending; each of their callbacks then reports
+    ``RuntimeError: Event loop is closed`` through `sys.unraisablehook` (a traceback apiece
+    on stderr). They are noise of the attempt, already reported as one warning.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()  # finalise what the failed attempt left while the filter is on
+        sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -83,7 +110,8 @@ class Checkpointer:
         """
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                state = self.restore(target, step)
+                with _quiet_closed_event_loop():
+                    state = self.restore(target, step)
                 if not params_finite(state):
                     raise NonFiniteStateError("its parameters are not all finite")
             except Exception as e:  # any failure means "does not restore"
