@@ -104,7 +104,7 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
             "start_step": run.start,
             "steps_run": step - run.start,
             "interrupted": stop_reason,
-            "trace_count": run.traces[0],
+            "trace_count": run.step_fn.traces,
             "train_seconds": seconds,
             "steps_per_second": (step - run.start) / max(seconds, 1e-9),
             "state": state,
@@ -127,8 +127,8 @@ class _Run:
     state: TrainState  # restored from the latest checkpoint when resuming
     start: int  # the step `state` is at
     checkpoints: Checkpointer
-    train_step: Callable  # jitted ``(state, batch) -> (state, metrics)``
-    traces: list  # [how often JAX traced `train_step`]
+    step_fn: _Traced  # ``(state, batch) -> (state, metrics)``, before jit
+    train_step: Callable  # `step_fn`, jitted over the mesh
     make_batch: Callable[[int], jax.Array]  # the sharded batch of a step
 
 
@@ -170,28 +170,35 @@ def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
                 flush=True,
             )
 
-    traces = [0]
-    step = functools.partial(
-        train_step,
-        config=config,
-        loss_fn=loss_fn,
-        schedule=make_schedule(config, rates, preset_weights),
+    step_fn = _Traced(
+        functools.partial(
+            train_step,
+            config=config,
+            loss_fn=loss_fn,
+            schedule=make_schedule(config, rates, preset_weights),
+        )
     )
-
-    def counted_step(state, batch):
-        traces[0] += 1  # runs only while JAX traces
-        return step(state, batch)
-
     jitted = jax.jit(
-        counted_step,
+        step_fn,
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=() if jax.default_backend() == "cpu" else (0,),
     )
     make_batch = functools.partial(_make_batch, config, dataset, batch_sharding)
     return _Run(
-        config, workdir, chief, dataset, state, start, checkpoints, jitted, traces, make_batch
+        config, workdir, chief, dataset, state, start, checkpoints, step_fn, jitted, make_batch
     )
+
+
+class _Traced:
+    """Wraps the train step; `traces` counts how often JAX traced it (1 for a whole run)."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.traces = fn, 0
+
+    def __call__(self, state, batch):
+        self.traces += 1  # runs only while JAX traces
+        return self.fn(state, batch)
 
 
 def make_mesh(config: Config) -> jax.sharding.Mesh:
@@ -305,7 +312,7 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
     log = PeriodicAction(every_steps=c.log_every, on_steps=(*c.phase_boundaries[1:], c.steps))
     save = PeriodicAction(every_steps=c.checkpoint_every, on_steps=(c.steps,))
     state, stop_reason, pending = run.state, None, []
-    clock = [time.perf_counter(), run.start]  # time and step of the last record
+    rate = _Rate(run.start)
     loader = Prefetcher(run.make_batch, run.start, c.steps, c.prefetch)
     try:
         with _Stop() as stop:
@@ -315,7 +322,7 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
                 step = index + 1
                 writer.advance()
                 if log(step):
-                    writer.write_record(_record(c, step, pending, state, clock))
+                    writer.write_record(_record(c, step, pending, state, rate(step)))
                     _stop_if_diverged(c, jax.device_get(pending[-1]), step, run.checkpoints)
                     pending = []
                 if stop.signum is not None:
@@ -332,7 +339,22 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
     return state, stop_reason
 
 
-def _record(config: Config, step: int, pending: list, state: TrainState, clock: list) -> dict:
+class _Rate:
+    """``rate(step)``: steps per second since the previous call (or since `start`)."""
+
+    def __init__(self, start: int):
+        self._time, self._step = time.perf_counter(), start
+
+    def __call__(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self._step) / max(now - self._time, 1e-9)
+        self._time, self._step = now, step
+        return rate
+
+
+def _record(
+    config: Config, step: int, pending: list, state: TrainState, steps_per_second: float
+) -> dict:
     """One `metrics.jsonl` line: the means of the finite steps since the last line."""
     host = jax.device_get(pending)
     record = {"step": step, "phase": config.phases[int(host[-1]["phase"])].name}
@@ -342,9 +364,7 @@ def _record(config: Config, step: int, pending: list, state: TrainState, clock: 
     for k in (*[f"lr_{g}" for g in GROUPS], "w_ssim", "w_mae"):
         record[k] = float(host[-1][k])
     record["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
-    now = time.perf_counter()
-    record["steps_per_second"] = (step - clock[1]) / max(now - clock[0], 1e-9)
-    clock[:] = [now, step]
+    record["steps_per_second"] = steps_per_second
     return record
 
 
