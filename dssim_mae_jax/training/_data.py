@@ -22,9 +22,15 @@ import numpy as np
 from . import _distributed
 from ._color import bicubic_downsample
 from ._config import Config, ConfigError
-from ._images import ImageEntry, ImageIndex, index_bundled, index_folder, read_image
+from ._images import (
+    ImageEntry,
+    ImageIndex,
+    candidate_files,
+    index_bundled,
+    index_folder,
+    read_image,
+)
 from ._pipeline import PatchStream
-from ._writers import write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +64,11 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
         return np.repeat(img[..., :1], 3, axis=-1)
     # BT.601 luma for RGB -> 1 channel.
     return (img[..., :3] @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None]
+
+
+def find_images(data_dir: str) -> list[str]:
+    """The image files under `data_dir` (recursive, sorted), regular files only."""
+    return candidate_files(data_dir)[0]
 
 
 def index_images(config: Config) -> ImageIndex:
@@ -110,6 +121,10 @@ class StreamingData:
 
     index: ImageIndex
     eval: tuple[np.ndarray, ...]  # float32 [H, W, C] in [0, 1]
+
+    @property
+    def eval_names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.index.eval)
 
 
 def open_data(config: Config) -> StreamingData:
@@ -167,14 +182,12 @@ class BatchSource:
         self._stream.close()
 
 
-def check_data_unchanged(workdir: str, index: ImageIndex, *, resuming: bool, chief: bool):
-    """Records the data's fingerprint in ``workdir/data.json``; refuses a resumed run whose
-    data folder changed (files added, removed, resized or touched), which would shift the
-    held-out split and the batches. With several processes, also refuses hosts whose copies
-    of the data differ (names, sizes or image sizes): each host reads its own slices.
+def check_same_data(index: ImageIndex) -> None:
+    """Refuses a multi-host run whose hosts see different images: each host reads its own
+    slices of every batch from its own view of the data folder.
 
     Raises:
-      ValueError: the fingerprint differs from the recorded one, or the hosts' data differ.
+      ValueError: names, file sizes or image sizes differ between processes.
     """
     layout = json.dumps([(e.name, e.size, e.height, e.width) for e in index.train + index.eval])
     if not _distributed.same_on_all_processes(layout):
@@ -182,30 +195,6 @@ def check_data_unchanged(workdir: str, index: ImageIndex, *, resuming: bool, chi
             "config.data_dir: the processes see different training images (names, file "
             "sizes or image sizes differ between hosts); give every host the same data"
         )
-    path = os.path.join(workdir, "data.json")
-    saved = None
-    if resuming and chief and os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f).get("fingerprint", {})
-    changed = saved is not None and saved != index.fingerprint
-    if _distributed.any_process(changed):  # every process stops, not only process 0
-        now = index.fingerprint
-        raise ConfigError(
-            "config.data_dir: the data changed since this run started"
-            + (
-                f" (then {saved.get('files')} files, {saved.get('bytes')} bytes; now "
-                f"{now.get('files')} files, {now.get('bytes')} bytes, or other names / mtimes)"
-                if changed
-                else ""
-            )
-            + ": the held-out split and the batches would differ. Restore the folder, use "
-            f"another --workdir, or delete {path} to go on with the new data"
-        )
-    if chief and saved is None:
-        os.makedirs(workdir, exist_ok=True)
-        record = {"fingerprint": index.fingerprint}
-        record.update(train=[e.name for e in index.train], eval=[e.name for e in index.eval])
-        write_json(path, record)
 
 
 def center_crop(img: np.ndarray, size: int, multiple: int = 1) -> np.ndarray:

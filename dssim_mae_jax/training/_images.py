@@ -2,9 +2,8 @@
 and a strict decoder.
 
 The index reads only regular files (a FIFO or device named ``x.png`` is skipped, never opened),
-takes each image's size, channels and bit depth from its header, skips images whose header
-claims more than ``max_pixels`` pixels, and fingerprints the folder (names, sizes, mtimes) so a
-resumed run can tell that the data changed. The decoder fails on truncated or incomplete data
+takes each image's size, channels and bit depth from its header, and skips images whose
+header claims more than ``max_pixels`` pixels. The decoder fails on truncated or incomplete data
 instead of returning black pixels, checks the decoded size against the header, and returns
 uint8 (uint16 for 16-bit files) arrays: float conversion happens later, on the device.
 """
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import os
 import stat
@@ -82,11 +80,10 @@ class ImageEntry:
 
 @dataclasses.dataclass(frozen=True)
 class ImageIndex:
-    """Training and held-out images of a run, and the fingerprint of their folder."""
+    """Training and held-out images of a run."""
 
     train: tuple[ImageEntry, ...]
     eval: tuple[ImageEntry, ...]
-    fingerprint: dict
 
     @property
     def wire_channels(self) -> int:
@@ -177,18 +174,6 @@ def read_header(path: str, *, max_pixels: int, min_side: int = 1) -> ImageEntry:
     )  # fmt: skip
 
 
-def fingerprint(data_dir: str, paths: list[str]) -> dict:
-    """Names, sizes and mtimes of `paths` (relative to `data_dir`), hashed: what a resumed
-    run compares to tell whether the folder changed."""
-    h = hashlib.sha256()
-    total = 0
-    for p in paths:
-        st = os.stat(p)
-        total += st.st_size
-        h.update(f"{os.path.relpath(p, data_dir)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return {"files": len(paths), "bytes": total, "sha256": h.hexdigest()}
-
-
 def index_folder(data_dir: str, *, min_side: int, max_pixels: int, num_eval: int) -> ImageIndex:
     """Indexes the PNG/JPEG files under `data_dir` and holds out the last `num_eval`.
 
@@ -220,7 +205,7 @@ def index_folder(data_dir: str, *, min_side: int, max_pixels: int, num_eval: int
             f"pixels) under {data_dir!r} ({len(regular) + len(other)} candidate file(s))"
         )
     train, held_out = split_held_out(entries, num_eval, data_dir)
-    return ImageIndex(tuple(train), tuple(held_out), fingerprint(data_dir, regular))
+    return ImageIndex(tuple(train), tuple(held_out))
 
 
 def split_held_out(items: list, num_eval: int, data_dir: str) -> tuple[list, list]:
@@ -256,7 +241,6 @@ def index_bundled() -> ImageIndex:
     return ImageIndex(
         tuple(entry(n) for n in BUNDLED_TRAIN),
         tuple(entry(n) for n in BUNDLED_EVAL),
-        {"bundled": "scikit-image"},
     )
 
 
