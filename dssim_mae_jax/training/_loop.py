@@ -69,9 +69,10 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
 
     Args:
       config: the run's configuration (validated here before any work starts).
-      workdir: output folder: ``config.json``, ``metrics.jsonl``, TensorBoard events under
-        ``tensorboard/``, ``checkpoints/``, and at the end ``eval.json``, ``curves.png`` and
-        ``samples.png``.
+      workdir: output folder: ``config.json``, ``data.json`` (with a data folder),
+        ``metrics.jsonl``, TensorBoard events under ``tensorboard/``, ``checkpoints/``, and
+        at the end ``eval.json``, ``curves.png`` and ``samples.png``. Locked
+        (``train.lock``) for the whole call.
       stop_at_step: stop (as an interruption would) once this many steps are done, saving a
         checkpoint: a later call continues from there. For notebooks and tests.
 
