@@ -36,6 +36,10 @@ def _lock_existing_workdir(argv: list[str], hold: contextlib.ExitStack) -> None:
     known, _ = pre.parse_known_args(argv)
     if not os.path.isdir(known.workdir) or {"-h", "--help"} & set(argv):
         return
+    # In a multi-host run every process gets the same --workdir, and only process 0 holds the
+    # lock (taken in `train_and_evaluate`): the others must not take it here.
+    if {"--distributed", "--num-processes", "--process-id"} & {a.split("=")[0] for a in argv}:
+        return
     # Loaded by path: importing it through the package would import JAX first.
     package = importlib.util.find_spec("dssim_mae_jax").submodule_search_locations[0]
     spec = importlib.util.spec_from_file_location(
