@@ -128,15 +128,15 @@ def test_16_bit_images_keep_their_range(tmp_path):
         im.load()
         im = im.copy()
     _png_rgb16(tmp_path / "c_rgb16.png", np.repeat(gray16[:64, :64, None], 3, axis=-1))
-    from dssim_mae_jax.training._data import _image_array
+    from dssim_mae_jax.training._images import image_array
 
     # Big-endian and 32-bit integer modes, as other Pillow versions open 16-bit PNGs.
     for mode in ("I;16B", "I"):
         pil = im.convert("I") if mode == "I" else Image.fromarray(gray16.astype(">u2"))
         assert pil.mode == mode
-        arr = _image_array(pil)
+        arr = image_array(pil)
         assert arr.dtype == np.uint16, mode
-        np.testing.assert_array_equal(arr, gray16)
+        np.testing.assert_array_equal(arr[..., 0], gray16)
     c = training.Config(data_dir=str(tmp_path), patch_size=32, num_eval_images=1, channels=1)
     ds = training.load_dataset(c)
     images = dict(zip(ds.train_names + ds.eval_names, ds.train + ds.eval, strict=True))

@@ -54,7 +54,7 @@ def _params():
     }
 
 
-def test_labels_and_multi_transform_frozen_group_gets_zero_updates():
+def test_labels_and_partition_give_a_group_frozen_in_every_phase_zero_updates():
     p = _params()
     labels = param_labels(p)
     assert labels["body"]["0"]["kernel"] == "body" and labels["head"]["kernel"] == "head"
@@ -66,6 +66,9 @@ def test_labels_and_multi_transform_frozen_group_gets_zero_updates():
         updates, state = tx.update(grads, state, p)
     assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(updates["body"]))
     assert float(jnp.abs(updates["head"]["kernel"]).max()) > 0.0
+    # optax.set_to_zero for the frozen group: AdamW moments (mu, nu) exist for the head only.
+    moments = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert sum(x.size for x in moments) == 2 * p["head"]["kernel"].size
 
 
 def test_label_outside_groups_is_an_error():

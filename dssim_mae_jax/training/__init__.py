@@ -31,7 +31,7 @@ The modules behind these names (`_config`, `_schedules`, `_steps`, `_data`, `_ev
 """
 
 from dssim_mae_jax.training._config import Config, ConfigError, Phase
-from dssim_mae_jax.training._data import load_dataset, sample_batch
+from dssim_mae_jax.training._data import center_crop, load_dataset, sample_batch
 from dssim_mae_jax.training._evaluation import evaluate_dataset, make_evaluator
 from dssim_mae_jax.training._loop import NonFiniteLossError, train_and_evaluate
 from dssim_mae_jax.training._schedules import make_optimizer, make_schedule
@@ -44,6 +44,7 @@ __all__ = (
     "Phase",
     "TrainState",
     "build_loss",
+    "center_crop",
     "create_train_state",
     "evaluate_dataset",
     "load_dataset",

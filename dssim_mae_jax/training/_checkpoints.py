@@ -1,12 +1,58 @@
 """Checkpoints with orbax: atomic saves (written to a temporary directory, then renamed), the
-last k kept, restore of the latest onto the current device layout."""
+last k kept, and a resume that survives a damaged checkpoint.
+
+Two guarantees on top of orbax: a state whose parameters are not all finite is never saved,
+and a checkpoint that does not restore (truncated files, missing metadata, an empty folder,
+non-finite parameters) is moved aside, never deleted, and the next newest one is tried.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import shutil
+import sys
+import warnings
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+DAMAGED_DIR = "checkpoints-damaged"
+
+
+class NonFiniteStateError(ValueError):
+    """A state with non-finite parameters was about to be saved."""
+
+
+def params_finite(state) -> bool:
+    """Whether every parameter of `state` is finite (reads them back to the host)."""
+    return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(state.params))
+
+
+@contextlib.contextmanager
+def _quiet_closed_event_loop():
+    """Drops the "Event loop is closed" errors of a failed orbax restore.
+
+    When one read of a damaged checkpoint fails, orbax closes its event loop while the other
+    tensorstore reads are still pending; each of their callbacks then reports
+    ``RuntimeError: Event loop is closed`` through `sys.unraisablehook` (a traceback apiece
+    on stderr). They are noise of the attempt, already reported as one warning.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()  # finalise what the failed attempt left while the filter is on
+        sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -19,9 +65,13 @@ class Checkpointer:
 
     def __init__(self, directory: str, *, keep: int):
         self.directory = os.path.abspath(directory)
-        self._manager = ocp.CheckpointManager(
+        self._keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
         )
 
     def latest_step(self) -> int | None:
@@ -31,10 +81,16 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def save(self, state) -> None:
-        """Saves `state` under its step (asynchronously; `wait` or `close` to finish)."""
+        """Saves `state` under its step (asynchronously; `wait` or `close` to finish).
+
+        Raises:
+          NonFiniteStateError: a parameter is NaN or infinite (nothing is written).
+        """
         step = int(jax.device_get(state.step))
         if step in self._manager.all_steps():
             return
+        if not params_finite(state):
+            raise NonFiniteStateError(f"step {step}: the parameters are not all finite")
         self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def restore(self, target, step: int | None = None):
@@ -43,6 +99,46 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+    def restore_newest(self, target):
+        """The newest checkpoint that restores with finite parameters: ``(state, step)``.
+
+        A checkpoint that fails is reported (a `RuntimeWarning` naming its step and the
+        reason), moved to ``<workdir>/checkpoints-damaged/<step>`` (kept for inspection, and
+        out of the way of the step that will be saved again), and the next newest is tried.
+        Returns ``(target, 0)`` when none restores.
+        """
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                with _quiet_closed_event_loop():
+                    state = self.restore(target, step)
+                if not params_finite(state):
+                    raise NonFiniteStateError("its parameters are not all finite")
+            except Exception as e:  # any failure means "does not restore"
+                self._set_aside(step, e)
+                continue
+            return state, step
+        return target, 0
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        lines = str(error).strip().splitlines() or [""]
+        reason = f"{type(error).__name__}: {lines[0][:300]}"
+        parent = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+        os.makedirs(parent, exist_ok=True)
+        dest = os.path.join(parent, str(step))
+        n = 1
+        while os.path.exists(dest):
+            dest, n = os.path.join(parent, f"{step}.{n}"), n + 1
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        # A failed restore can leave the manager's cached layout wrong: start a fresh one.
+        self._manager.close()
+        self._manager = self._open()
+        warnings.warn(
+            f"checkpoint step {step} does not restore ({reason}); moved to {dest}, "
+            "trying the next newest",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

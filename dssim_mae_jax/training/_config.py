@@ -78,7 +78,10 @@ class Phase:
                 )
             kw["learning_rates"] = dict(kw["learning_rates"])
         if "frozen" in kw:
-            kw["frozen"] = tuple(kw["frozen"])
+            frozen = kw["frozen"]
+            if isinstance(frozen, str) or not isinstance(frozen, Sequence):
+                raise ConfigError(f"phases: frozen must be a list of group names, got {frozen!r}")
+            kw["frozen"] = tuple(frozen)
         return cls(**kw)
 
 
@@ -126,7 +129,25 @@ class Config:
     eval_crop: int = _f(256, "held-out images are center-cropped to at most this size (pixels)")
     batch_size: int = _f(16, "global batch size (split over devices)")
     patch_size: int = _f(48, "training crop size in pixels (of the clean / high-resolution image)")
-    prefetch: int = _f(2, "batches prepared ahead by a background thread (0: none)")
+    prefetch: int = _f(
+        2,
+        "batches placed on the devices ahead by a background thread, and prepared ahead by "
+        "each input worker (0: none)",
+    )
+    data_workers: int = _f(
+        -1,
+        "input worker processes decoding and cropping images (0: in this process; -1: "
+        "auto, 0 when the training images fit one pool, else half the CPUs, 1 to 8)",
+    )
+    pool_images: int = _f(
+        16,
+        "images a pool holds: batches draw from one pool of images at a time (memory: "
+        "about this many decoded images)",
+    )
+    pool_steps: int = _f(32, "steps each pool of images serves before the next pool")
+    max_image_pixels: int = _f(
+        50_000_000, "images whose header claims more pixels than this are skipped"
+    )
     # Loss and schedule.
     preset: str = _f("seed-naive", "loss preset passed to dssim_mae_jax.make_loss")
     loss_overrides: dict = dataclasses.field(
@@ -219,11 +240,31 @@ def _require(cond: bool, field: str, got: Any, expected: str) -> None:
         raise ConfigError(f"config.{field}: got {got!r}, expected {expected}")
 
 
+# The held-out noise uses seed + 1; both must be valid int32 PRNG seeds.
+SEED_MAX = 2**31 - 2
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate_types(c: Config) -> None:
+    """Each field has its declared type; every number is finite (no NaN, no infinity)."""
+    for f in dataclasses.fields(c):
+        v = getattr(c, f.name)
+        if f.type == "int":
+            _require(isinstance(v, int) and not isinstance(v, bool), f.name, v, "an integer")
+        elif f.type == "float":
+            _require(_is_number(v), f.name, v, "a finite number")
+        elif f.type in ("str", "bool"):
+            _require(type(v).__name__ == f.type, f.name, v, f"a {f.type}")
+
+
 def _validate(c: Config) -> None:
+    _validate_types(c)
+    _require(0 <= c.seed <= SEED_MAX, "seed", c.seed, f"an integer in [0, {SEED_MAX}]")
     _require(c.task in TASKS, "task", c.task, f"one of {TASKS}")
-    _require(
-        math.isfinite(c.noise_sigma) and c.noise_sigma >= 0, "noise_sigma", c.noise_sigma, ">= 0"
-    )
+    _require(c.noise_sigma >= 0, "noise_sigma", c.noise_sigma, ">= 0")
     _require(c.scale in (2, 3, 4), "scale", c.scale, "2, 3 or 4")
     _require(c.features >= 1, "features", c.features, ">= 1")
     _require(c.depth >= 2, "depth", c.depth, ">= 2 (at least one body and one head layer)")
@@ -241,6 +282,10 @@ def _validate(c: Config) -> None:
         )
     _require(c.eval_crop >= c.patch_size // 2, "eval_crop", c.eval_crop, ">= patch_size / 2")
     _require(c.prefetch >= 0, "prefetch", c.prefetch, ">= 0")
+    _require(c.data_workers >= -1, "data_workers", c.data_workers, ">= 0, or -1 (auto)")
+    _require(c.pool_images >= 1, "pool_images", c.pool_images, ">= 1")
+    _require(c.pool_steps >= 1, "pool_steps", c.pool_steps, ">= 1")
+    _require(c.max_image_pixels >= 1, "max_image_pixels", c.max_image_pixels, ">= 1")
     _require(isinstance(c.preset, str) and c.preset, "preset", c.preset, "a preset name")
     _validate_loss_overrides(c.loss_overrides)
     _require(c.steps >= 1, "steps", c.steps, ">= 1")
@@ -282,12 +327,14 @@ def _validate_phases(c: Config) -> None:
     phases = c.phases
     _require(len(phases) >= 1, "phases", [], "at least one phase")
     names = [p.name for p in phases]
+    for i, name in enumerate(names):
+        _require(isinstance(name, str) and name, f"phases[{i}].name", name, "a non-empty string")
     _require(len(set(names)) == len(names), "phases", names, "distinct phase names")
     total = 0.0
     for p in phases:
         where = f"phases[{p.name!r}]"
         _require(
-            isinstance(p.fraction, (int, float)) and 0 < p.fraction <= 1,
+            _is_number(p.fraction) and 0 < p.fraction <= 1,
             f"{where}.fraction",
             p.fraction,
             "in (0, 1]",
@@ -296,7 +343,7 @@ def _validate_phases(c: Config) -> None:
         for key in ("ssim_weight", "mae_weight"):
             w = getattr(p, key)
             _require(
-                w is None or (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0),
+                w is None or (_is_number(w) and w >= 0),
                 f"{where}.{key}",
                 w,
                 "null or a finite number >= 0",
@@ -309,13 +356,16 @@ def _validate_phases(c: Config) -> None:
         )
         for g, lr in p.learning_rates.items():
             _require(
-                isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0,
+                _is_number(lr) and lr >= 0,
                 f"{where}.learning_rates[{g!r}]",
                 lr,
                 "a finite number >= 0",
             )
         _require(
-            set(p.frozen) <= set(GROUPS), f"{where}.frozen", list(p.frozen), f"groups of {GROUPS}"
+            all(isinstance(g, str) for g in p.frozen) and set(p.frozen) <= set(GROUPS),
+            f"{where}.frozen",
+            list(p.frozen),
+            f"groups of {GROUPS}",
         )
     _require(
         abs(total - 1.0) < 1e-6, "phases", [p.fraction for p in phases], "fractions summing to 1"

@@ -1,42 +1,36 @@
-"""Images in, batches out: loading folders or the bundled photographs, deterministic patches,
-a background prefetcher, and the (on-device) degradations of each task.
+"""Images in, batches out: the data of a run (an index of the files, the held-out images),
+the streamed training batches placed on the mesh, the in-RAM loader for notebooks, a
+background prefetcher, and the (on-device) degradations of each task.
 
 Batches are a pure function of ``(seed, step)``: a resumed run sees the same batches as an
-uninterrupted one, whatever the number of devices or hosts.
+uninterrupted one, whatever the number of devices, hosts or input workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import queue
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _distributed
 from ._color import bicubic_downsample
 from ._config import Config, ConfigError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-# Bundled scikit-image photographs that load offline (no pooch download). `chelsea` and
-# `coffee` are held out for evaluation; `cat` is the same photograph as `chelsea`, so unused.
-BUNDLED_TRAIN = (
-    "astronaut",
-    "rocket",
-    "immunohistochemistry",
-    "camera",
-    "moon",
-    "coins",
-    "clock",
-    "brick",
-    "gravel",
+from ._images import (
+    ImageEntry,
+    ImageIndex,
+    candidate_files,
+    index_bundled,
+    index_folder,
+    read_image,
 )
-BUNDLED_EVAL = ("chelsea", "coffee")
+from ._pipeline import PatchStream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,109 +66,135 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return (img[..., :3] @ np.asarray([0.299, 0.587, 0.114], np.float32))[..., None]
 
 
-# PIL modes of 16-bit grayscale images ("I" is how some PIL versions open 16-bit PNGs).
-_GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
-def _load_file(path: str) -> np.ndarray:
-    """A PNG/JPEG as uint8 (or uint16 for 16-bit files) [H, W(, C)], upright per its EXIF."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as im:
-        im.load()
-        # Phone cameras store the sensor's orientation in EXIF instead of rotating the pixels.
-        return _image_array(ImageOps.exif_transpose(im))
-
-
-def _image_array(im) -> np.ndarray:
-    if im.mode in _GRAY16_MODES:
-        arr = np.asarray(im)
-        if im.mode == "I":  # int32 holding 16-bit values
-            arr = np.clip(arr, 0, 65535)
-        # Native-endian uint16, so `to_channels` divides by 65535 (not 255).
-        return arr.astype(np.uint16)
-    # Pillow opens 16-bit RGB(A) PNGs as 8-bit "RGB"/"RGBA" (the high byte of each
-    # sample): correct colours at 8-bit precision, handled below.
-    if im.mode not in ("L", "RGB", "LA", "RGBA"):
-        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-    return np.asarray(im)
-
-
 def find_images(data_dir: str) -> list[str]:
-    """PNG/JPEG files under `data_dir`, recursively, sorted."""
-    if not os.path.isdir(data_dir):
-        raise ConfigError(f"config.data_dir: {data_dir!r} is not a directory")
-    out = []
-    for root, dirs, files in os.walk(data_dir):
-        dirs.sort()
-        out += [os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(out)
+    """The image files under `data_dir` (recursive, sorted), regular files only."""
+    return candidate_files(data_dir)[0]
 
 
-def _bundled(channels: int) -> Dataset:
-    import skimage.data
+def index_images(config: Config) -> ImageIndex:
+    """The training and held-out images of `config`, from the file headers (nothing decoded).
 
-    train = tuple(to_channels(getattr(skimage.data, n)(), channels) for n in BUNDLED_TRAIN)
-    ev = tuple(to_channels(getattr(skimage.data, n)(), channels) for n in BUNDLED_EVAL)
-    return Dataset(train, ev, BUNDLED_TRAIN, BUNDLED_EVAL)
+    Files that are not regular, unreadable, smaller than a training patch or larger than
+    `max_image_pixels` are skipped with one warning naming each.
+
+    Raises:
+      ValueError: `data_dir` is not a directory or holds no usable image.
+    """
+    if not config.data_dir:
+        return index_bundled()
+    return index_folder(
+        config.data_dir,
+        min_side=config.patch_size,
+        max_pixels=config.max_image_pixels,
+        num_eval=config.num_eval_images,
+    )
+
+
+def decode_all(entries: Sequence[ImageEntry], channels: int) -> tuple[np.ndarray, ...]:
+    """Decodes `entries` to float32 [H, W, channels] in [0, 1] (for the held-out images)."""
+    return tuple(to_channels(read_image(e), channels) for e in entries)
 
 
 def load_dataset(config: Config) -> Dataset:
-    """Loads the images named by `config.data_dir` (or the bundled photographs).
+    """Loads every image named by `config.data_dir` (or the bundled photographs) into RAM.
 
-    Unreadable files and images smaller than a training patch are skipped with a warning
-    naming them. Raises ``ValueError`` when no usable image remains.
+    The in-memory form of :func:`index_images` (same files, skips and held-out split), for
+    notebooks and small folders; `train.py` streams the training images instead.
+
+    Raises:
+      ValueError: `data_dir` is not a directory, holds no usable image, or an image's data is
+        truncated or incomplete.
     """
-    min_side = config.patch_size
-    if not config.data_dir:
-        return _bundled(config.channels)
-    paths = find_images(config.data_dir)
-    images, names, skipped = [], [], []
-    for p in paths:
-        try:
-            img = to_channels(_load_file(p), config.channels)
-        except Exception as e:  # any decoder failure means "unreadable"
-            skipped.append(f"{p} ({type(e).__name__}: {e})")
-            continue
-        if min(img.shape[:2]) < min_side:
-            skipped.append(f"{p} (size {img.shape[1]}x{img.shape[0]} < patch_size {min_side})")
-            continue
-        images.append(img)
-        names.append(os.path.relpath(p, config.data_dir))
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} unusable image file(s): " + "; ".join(skipped),
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    if not images:
-        raise ConfigError(
-            f"config.data_dir: no usable PNG/JPEG image (at least {min_side}x{min_side} "
-            f"pixels) under {config.data_dir!r} ({len(paths)} candidate file(s))"
-        )
-    if len(images) == 1:
-        warnings.warn(
-            f"only one usable image in {config.data_dir!r}: it is used for training and "
-            "evaluation, so the held-out metrics are not held out",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return Dataset(tuple(images), tuple(images), tuple(names), tuple(names))
-    n_eval = min(config.num_eval_images, len(images) - 1)
-    if n_eval < config.num_eval_images:
-        warnings.warn(
-            f"{config.data_dir!r} has {len(images)} usable image(s), fewer than "
-            f"num_eval_images + 1 = {config.num_eval_images + 1}: holding out only {n_eval} "
-            f"(not {config.num_eval_images}) so that {len(images) - n_eval} remain for training",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    index = index_images(config)
     return Dataset(
-        tuple(images[:-n_eval]),
-        tuple(images[-n_eval:]),
-        tuple(names[:-n_eval]),
-        tuple(names[-n_eval:]),
+        decode_all(index.train, config.channels),
+        decode_all(index.eval, config.channels),
+        tuple(e.name for e in index.train),
+        tuple(e.name for e in index.eval),
     )
+
+
+# ------------------------------------------------------------------ streamed training data
+@dataclasses.dataclass(frozen=True)
+class StreamingData:
+    """What a training run holds in memory: the index, and the held-out images decoded."""
+
+    index: ImageIndex
+    eval: tuple[np.ndarray, ...]  # float32 [H, W, C] in [0, 1]
+
+    @property
+    def eval_names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self.index.eval)
+
+
+def open_data(config: Config) -> StreamingData:
+    """Indexes the data of `config` and decodes only its held-out images."""
+    index = index_images(config)
+    return StreamingData(index, decode_all(index.eval, config.channels))
+
+
+def resolve_workers(config: Config, index: ImageIndex) -> int:
+    """`config.data_workers`, with -1 (auto) resolved: 0 (decode in this process) when every
+    training image fits in one pool (each is decoded once), else half the CPUs, 1 to 8."""
+    if config.data_workers >= 0:
+        return config.data_workers
+    if len(index.train) <= config.pool_images:
+        return 0
+    return min(8, max(1, (os.cpu_count() or 2) // 2))
+
+
+class BatchSource:
+    """``source(step)`` -> the global integer batch of `step` on `sharding` (steps in order).
+
+    Each process streams its own slice of every global batch (`PatchStream`) and
+    `jax.make_array_from_process_local_data` assembles the global array across processes.
+    Pixels stay uint8 / uint16 until the jitted step converts them (`to_float`).
+    """
+
+    def __init__(self, config: Config, index: ImageIndex, sharding, start: int):
+        self._sharding = sharding
+        p = config.patch_size
+        self._shape = (config.batch_size, p, p, index.wire_channels)
+        self._stream = PatchStream(
+            index.train,
+            wire_channels=index.wire_channels,
+            wire_dtype=index.wire_dtype,
+            seed=config.seed,
+            batch_size=config.batch_size,
+            patch_size=p,
+            start=start,
+            stop=config.steps,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            workers=resolve_workers(config, index),
+            buffer=max(config.prefetch, 1),
+            pool_images=config.pool_images,
+            pool_steps=config.pool_steps,
+        )
+
+    def __call__(self, step: int) -> jax.Array:
+        got, local = next(self._stream)
+        if got != step:
+            raise RuntimeError(f"batches requested out of order: step {step}, stream at {got}")
+        return jax.make_array_from_process_local_data(self._sharding, local, self._shape)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def check_same_data(index: ImageIndex) -> None:
+    """Refuses a multi-host run whose hosts see different images: each host reads its own
+    slices of every batch from its own view of the data folder.
+
+    Raises:
+      ValueError: names, file sizes or image sizes differ between processes.
+    """
+    layout = json.dumps([(e.name, e.size, e.height, e.width) for e in index.train + index.eval])
+    if not _distributed.same_on_all_processes(layout):
+        raise ConfigError(
+            "config.data_dir: the processes see different training images (names, file "
+            "sizes or image sizes differ between hosts); give every host the same data"
+        )
 
 
 def center_crop(img: np.ndarray, size: int, multiple: int = 1) -> np.ndarray:

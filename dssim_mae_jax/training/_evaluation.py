@@ -3,7 +3,7 @@ of the model and of its input, one image at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,7 @@ import numpy as np
 import dssim_mae_jax as dmj
 
 from . import _color
-from ._config import Config
+from ._config import Config, ConfigError
 from ._data import center_crop, degrade
 
 
@@ -27,8 +27,45 @@ def ms_ssim_min_size(filter_size: int, num_scales: int) -> int:
     return (filter_size - 1) * 2 ** (num_scales - 1) + 1
 
 
-# `dmj.ms_ssim` defaults: an 11-tap Gaussian window over 5 scales.
+# The held-out metrics use `dmj.ssim` / `dmj.ms_ssim` defaults: an 11-tap Gaussian window
+# ("valid": the image must be at least as large), over 5 scales for MS-SSIM.
+_SSIM_MIN_SIZE = ms_ssim_min_size(11, 1)
 _MS_SSIM_MIN_SIZE = ms_ssim_min_size(11, 5)
+
+
+def _scored_side(config: Config, side: int) -> int:
+    """Pixels left of an image side of `side` once cropped as `evaluate_dataset` crops it,
+    and for super-resolution without the `scale` border of the Y metrics."""
+    multiple = config.scale if config.task == "sr" else 1
+    cropped = min(side, config.eval_crop) // multiple * multiple
+    return cropped - 2 * config.scale if config.task == "sr" else cropped
+
+
+def check_eval_crop(
+    config: Config, images: Sequence[np.ndarray] = (), names: Sequence[str] = ()
+) -> None:
+    """Raises `ConfigError` unless the SSIM window fits every held-out image as evaluated.
+
+    With no `images`, checks `config.eval_crop` itself (an image at least that large); with
+    the held-out `images` (and their `names`), checks each one. MS-SSIM is reported only for
+    images large enough for it, so only the single-scale window is required.
+    """
+    need = _SSIM_MIN_SIZE
+    if _scored_side(config, config.eval_crop) < need:
+        border = (
+            f", less the {config.scale}-pixel border of each side," if config.task == "sr" else ""
+        )
+        raise ConfigError(
+            f"config.eval_crop: got {config.eval_crop}, but the held-out crop{border} must "
+            f"leave at least {need} pixels a side for the SSIM window (filter_size 11)"
+        )
+    for img, name in zip(images, names, strict=True):
+        h, w = img.shape[:2]
+        if min(_scored_side(config, h), _scored_side(config, w)) < need:
+            raise ConfigError(
+                f"held-out image {name!r} ({w}x{h}) is too small to evaluate: the SSIM window "
+                f"needs {need} pixels a side after cropping; hold out larger images"
+            )
 
 
 def image_metrics(restored: jax.Array, clean: jax.Array) -> dict[str, jax.Array]:

@@ -8,6 +8,7 @@ bar).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -23,11 +25,19 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _plots
+from . import _distributed, _plots, _workdir
 from ._checkpoints import Checkpointer
 from ._config import GROUPS, Config, ConfigError
-from ._data import Dataset, Prefetcher, load_dataset, sample_batch
-from ._evaluation import evaluate_dataset, make_evaluator
+from ._data import (
+    BatchSource,
+    Prefetcher,
+    StreamingData,
+    check_same_data,
+    find_images,
+    open_data,
+)
+from ._evaluation import check_eval_crop, evaluate_dataset, make_evaluator
+from ._pipeline import to_float
 from ._schedules import make_optimizer, make_schedule
 from ._steps import TrainState, build_loss, create_train_state, train_step
 from ._writers import MetricWriter, PeriodicAction, write_json
@@ -44,12 +54,14 @@ _BOOKKEEPING = frozenset(
         "num_devices",
         "distributed",
         "max_nonfinite",
+        "data_workers",
     }
 )
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when `max_nonfinite` consecutive steps had a non-finite loss or gradient."""
+    """The run diverged: `max_nonfinite` consecutive steps had a non-finite loss, gradient or
+    update, or the held-out metrics of the final model are not finite."""
 
 
 def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None = None) -> dict:
@@ -57,9 +69,10 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
 
     Args:
       config: the run's configuration (validated here before any work starts).
-      workdir: output folder: ``config.json``, ``metrics.jsonl``, TensorBoard events under
-        ``tensorboard/``, ``checkpoints/``, and at the end ``eval.json``, ``curves.png`` and
-        ``samples.png``.
+      workdir: output folder: ``config.json``, ``data.json`` (with a data folder),
+        ``metrics.jsonl``, TensorBoard events under ``tensorboard/``, ``checkpoints/``, and
+        at the end ``eval.json``, ``curves.png`` and ``samples.png``. Locked
+        (``train.lock``) for the whole call.
       stop_at_step: stop (as an interruption would) once this many steps are done, saving a
         checkpoint: a later call continues from there. For notebooks and tests.
 
@@ -71,19 +84,24 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
       ``steps_per_second`` (of this call's steps), and the final ``state``.
 
     Raises:
-      ValueError: an invalid config or data folder, or a workdir holding another run.
-      NonFiniteLossError: `max_nonfinite` consecutive non-finite steps (no checkpoint written
-        for them; the last good one stays).
+      ValueError: an invalid config or data folder, a workdir that is not a writable folder,
+        is in use by another run (its lock is held), or holds another run (another config, or
+        checkpoints without their ``config.json``).
+      NonFiniteLossError: the run diverged: `max_nonfinite` consecutive non-finite steps (no
+        checkpoint written for them; the last good one stays), or non-finite held-out
+        metrics (no ``eval.json`` written).
     """
-    run = _set_up(config, workdir)
-    writer = MetricWriter(
-        workdir,
-        start=run.start,
-        total=config.steps,
-        chief=run.chief,
-        progress_bar=config.progress_bar,
-    )
-    with writer:
+    with contextlib.ExitStack() as hold:  # the workdir lock, for the whole run
+        run = _set_up(config, workdir, hold)
+        writer = hold.enter_context(
+            MetricWriter(
+                workdir,
+                start=run.start,
+                total=config.steps,
+                chief=run.chief,
+                progress_bar=config.progress_bar,
+            )
+        )
         t0 = time.perf_counter()
         try:
             state, stop_reason = _train(run, writer, stop_at_step)
@@ -96,7 +114,7 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
             "start_step": run.start,
             "steps_run": step - run.start,
             "interrupted": stop_reason,
-            "trace_count": run.traces[0],
+            "trace_count": run.step_fn.traces,
             "train_seconds": seconds,
             "steps_per_second": (step - run.start) / max(seconds, 1e-9),
             "state": state,
@@ -115,37 +133,46 @@ class _Run:
     config: Config
     workdir: str
     chief: bool
-    dataset: Dataset
+    dataset: StreamingData  # the index of the training images, the held-out images
     state: TrainState  # restored from the latest checkpoint when resuming
     start: int  # the step `state` is at
     checkpoints: Checkpointer
-    train_step: Callable  # jitted ``(state, batch) -> (state, metrics)``
-    traces: list  # [how often JAX traced `train_step`]
-    make_batch: Callable[[int], jax.Array]  # the sharded batch of a step
+    step_fn: _Traced  # ``(state, pixels) -> (state, metrics)``, before jit
+    train_step: Callable  # `step_fn`, jitted over the mesh
+    make_batch: BatchSource  # the sharded (integer) batch of a step
 
 
-def _set_up(config: Config, workdir: str) -> _Run:
-    """Everything that can fail on bad input runs before the data loads or a file is written."""
+def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
+    """Everything that can fail on bad input runs before the data loads or a file is written.
+
+    The chief process takes the workdir's lock into `hold` (released when the run ends).
+    """
     config.validate()
+    check_eval_crop(config)
     if config.distributed:
-        jax.distributed.initialize()
+        _distributed.initialize()  # detected from the cluster (no-op if already started)
     loss_fn, preset_weights = build_loss(config)
     mesh = make_mesh(config)
-    _check_resumable(config, workdir)
-    dataset = load_dataset(config)
     chief = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    if chief:
+        hold.enter_context(_workdir.locked(workdir))
+    resuming = _check_resumable(config, workdir)
+    fingerprint = _check_data(config, workdir, resuming=resuming)
+    dataset = open_data(config)
+    check_same_data(dataset.index)
+    check_eval_crop(config, dataset.eval, dataset.eval_names)
     if chief:
         write_json(os.path.join(workdir, "config.json"), config.to_dict())
+        if fingerprint is not None:
+            write_json(os.path.join(workdir, _workdir.DATA_RECORD), fingerprint)
 
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
     tx, rates = make_optimizer(config)
     state = jax.device_put(create_train_state(config, tx), replicated)
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    start = checkpoints.latest_step() or 0
+    state, start = checkpoints.restore_newest(state)  # a damaged newest one is set aside
     if start:
-        state = checkpoints.restore(state, start)
         if chief:  # said whether or not the progress bar shows it
             done = " (already finished: evaluating only)" if start >= config.steps else ""
             print(
@@ -154,28 +181,37 @@ def _set_up(config: Config, workdir: str) -> _Run:
                 flush=True,
             )
 
-    traces = [0]
-    step = functools.partial(
-        train_step,
-        config=config,
-        loss_fn=loss_fn,
-        schedule=make_schedule(config, rates, preset_weights),
+    step_fn = _Traced(
+        pixel_train_step(config, loss_fn, make_schedule(config, rates, preset_weights))
     )
-
-    def counted_step(state, batch):
-        traces[0] += 1  # runs only while JAX traces
-        return step(state, batch)
-
     jitted = jax.jit(
-        counted_step,
+        step_fn,
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=() if jax.default_backend() == "cpu" else (0,),
     )
-    make_batch = functools.partial(_make_batch, config, dataset, batch_sharding)
+    make_batch = BatchSource(config, dataset.index, batch_sharding, start)
     return _Run(
-        config, workdir, chief, dataset, state, start, checkpoints, jitted, traces, make_batch
+        config, workdir, chief, dataset, state, start, checkpoints, step_fn, jitted, make_batch
     )
+
+
+def pixel_train_step(config: Config, loss_fn: Callable, schedule: Callable) -> Callable:
+    """``(state, pixels) -> (state, metrics)``: `train_step` on an integer batch, converted to
+    float on the device (what the loop jits; the lowering tests export it)."""
+    step = functools.partial(train_step, config=config, loss_fn=loss_fn, schedule=schedule)
+    return lambda state, pixels: step(state, to_float(pixels, channels=config.channels))
+
+
+class _Traced:
+    """Wraps the train step; `traces` counts how often JAX traced it (1 for a whole run)."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.traces = fn, 0
+
+    def __call__(self, state, batch):
+        self.traces += 1  # runs only while JAX traces
+        return self.fn(state, batch)
 
 
 def make_mesh(config: Config) -> jax.sharding.Mesh:
@@ -194,12 +230,19 @@ def make_mesh(config: Config) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
 
 
-def _check_resumable(config: Config, workdir: str) -> None:
+def _check_resumable(config: Config, workdir: str) -> bool:
+    """Whether `workdir` holds a run to resume; raises if it is another run's."""
     path = os.path.join(workdir, "config.json")
     ckpt_dir = os.path.join(workdir, "checkpoints")
     # Only a run with checkpoints is resumed; a workdir without any may take a new config.
-    if not os.path.exists(path) or not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
-        return
+    if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
+        return False
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"workdir {workdir!r} has checkpoints but no config.json: the config they were "
+            "trained with is unknown, so they cannot be resumed safely; use another --workdir, "
+            "or delete this one to start over"
+        )
     with open(path) as f:
         saved = Config.from_dict(json.load(f)).to_dict()
     new = config.to_dict()
@@ -210,23 +253,24 @@ def _check_resumable(config: Config, workdir: str) -> None:
             f"workdir {workdir!r} holds a run with a different config ({details}); "
             "use another --workdir, or delete this one to start over"
         )
+    return True
 
 
-def _make_batch(config: Config, dataset: Dataset, sharding: NamedSharding, step: int):
-    """The global batch of `step`; each process builds and places its own slice."""
-    per_process = config.batch_size // jax.process_count()
-    lo = jax.process_index() * per_process
-    clean = sample_batch(
-        dataset.train,
-        seed=config.seed,
-        step=step,
-        batch_size=config.batch_size,
-        patch_size=config.patch_size,
-    )
-    global_shape = (config.batch_size, config.patch_size, config.patch_size, config.channels)
-    return jax.make_array_from_process_local_data(
-        sharding, clean[lo : lo + per_process], global_shape
-    )
+def _check_data(config: Config, workdir: str, *, resuming: bool) -> dict | None:
+    """The data folder's fingerprint (names, sizes, times), checked against the one recorded
+    when the run being resumed started; ``None`` for the bundled photographs."""
+    if not config.data_dir:
+        return None
+    fingerprint = _workdir.data_fingerprint(find_images(config.data_dir), config.data_dir)
+    touched = _workdir.check_data(workdir, fingerprint, resuming=resuming)
+    if touched:
+        warnings.warn(
+            f"{len(touched)} data file(s) have a new modification time but the same size since "
+            f"this run was checkpointed (e.g. {touched[0]!r}); resuming as if unchanged",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return fingerprint
 
 
 # ------------------------------------------------------------------------------ training
@@ -264,7 +308,7 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
     log = PeriodicAction(every_steps=c.log_every, on_steps=(*c.phase_boundaries[1:], c.steps))
     save = PeriodicAction(every_steps=c.checkpoint_every, on_steps=(c.steps,))
     state, stop_reason, pending = run.state, None, []
-    clock = [time.perf_counter(), run.start]  # time and step of the last record
+    rate = _Rate(run.start)
     loader = Prefetcher(run.make_batch, run.start, c.steps, c.prefetch)
     try:
         with _Stop() as stop:
@@ -274,11 +318,11 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
                 step = index + 1
                 writer.advance()
                 if log(step):
-                    writer.write_record(_record(c, step, pending, state, clock))
+                    writer.write_record(_record(c, step, pending, state, rate(step)))
                     _stop_if_diverged(c, jax.device_get(pending[-1]), step, run.checkpoints)
                     pending = []
-                if stop.signum is not None:
-                    stop_reason = stop.signum
+                if _stop_requested(stop, step, log_step=log.every_steps):
+                    stop_reason = stop.signum or "peer_signal"
                 elif stop_at_step is not None and stop_at_step <= step < c.steps:
                     stop_reason = "stop_at_step"
                 if save(step) or stop_reason is not None:
@@ -288,10 +332,36 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
                     break
     finally:
         loader.close()
+        run.make_batch.close()
     return state, stop_reason
 
 
-def _record(config: Config, step: int, pending: list, state: TrainState, clock: list) -> dict:
+def _stop_requested(stop: _Stop, step: int, *, log_step: int) -> bool:
+    """Whether to stop after `step`. With several processes they agree every `log_step`
+    steps, so all stop at the same step: one stopping alone would leave the others blocked."""
+    if jax.process_count() == 1:
+        return stop.signum is not None
+    # JAX's preemption notifier catches a SIGTERM that arrives before `_Stop` is installed.
+    preempted = _distributed.preemption_reached(step)  # called at every step, on every host
+    return preempted or (step % log_step == 0 and _distributed.any_process(stop.signum is not None))
+
+
+class _Rate:
+    """``rate(step)``: steps per second since the previous call (or since `start`)."""
+
+    def __init__(self, start: int):
+        self._time, self._step = time.perf_counter(), start
+
+    def __call__(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self._step) / max(now - self._time, 1e-9)
+        self._time, self._step = now, step
+        return rate
+
+
+def _record(
+    config: Config, step: int, pending: list, state: TrainState, steps_per_second: float
+) -> dict:
     """One `metrics.jsonl` line: the means of the finite steps since the last line."""
     host = jax.device_get(pending)
     record = {"step": step, "phase": config.phases[int(host[-1]["phase"])].name}
@@ -301,9 +371,7 @@ def _record(config: Config, step: int, pending: list, state: TrainState, clock: 
     for k in (*[f"lr_{g}" for g in GROUPS], "w_ssim", "w_mae"):
         record[k] = float(host[-1][k])
     record["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
-    now = time.perf_counter()
-    record["steps_per_second"] = (step - clock[1]) / max(now - clock[0], 1e-9)
-    clock[:] = [now, step]
+    record["steps_per_second"] = steps_per_second
     return record
 
 
@@ -312,8 +380,8 @@ def _stop_if_diverged(config: Config, last: dict, step: int, checkpoints: Checkp
     if nonfinite >= config.max_nonfinite:
         good = checkpoints.latest_step()
         raise NonFiniteLossError(
-            f"stopped at step {step}: {nonfinite} consecutive steps had a "
-            f"non-finite loss or gradient (max_nonfinite={config.max_nonfinite}); "
+            f"training diverged at step {step}: {nonfinite} consecutive steps had a "
+            f"non-finite loss, gradient or update (max_nonfinite={config.max_nonfinite}); "
             "their updates were skipped. The last good checkpoint is "
             + (f"step {good} in {checkpoints.directory}" if good else "none")
             + ". Lower the learning rates or check the data."
@@ -329,6 +397,12 @@ def _evaluate(run: _Run, state: TrainState, writer: MetricWriter) -> dict:
     means, shown = evaluate_dataset(
         config, evaluate, params, run.dataset.eval, seed=config.seed + 1
     )
+    bad = sorted(f"{w}.{k}" for w, m in means.items() for k, v in m.items() if not np.isfinite(v))
+    if bad:
+        raise NonFiniteLossError(
+            f"the model diverged: its held-out metrics {', '.join(bad)} are not finite; "
+            "no eval.json written"
+        )
     if run.chief:
         write_json(os.path.join(run.workdir, "eval.json"), means)
         writer.write_eval(int(jax.device_get(state.step)), means)

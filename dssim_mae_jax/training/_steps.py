@@ -35,7 +35,7 @@ class TrainState:
       params: model parameters, a nested dict ``{"body": ..., "head": ...}`` of arrays.
       opt_state: the optax state.
       rng: raw PRNG key data (uint32[2]); the noise of step ``s`` uses ``fold_in(rng, s)``.
-      nonfinite: consecutive steps whose loss or gradient was not finite (updates skipped).
+      nonfinite: consecutive steps whose loss, gradient or update was not finite (skipped).
       nonfinite_total: all such steps in the run.
       apply_fn: ``apply_fn(params, images) -> restored`` (static: not saved, not traced).
       tx: the optimizer (static).
@@ -126,9 +126,9 @@ def train_step(
     group's learning rate are functions of ``state.step`` (`schedule`, from `make_schedule`),
     so a phase boundary changes no Python value and triggers no retrace.
 
-    A step whose loss or gradient is not finite keeps the parameters and optimizer moments
-    (its step counters still advance, so schedules stay aligned with `state.step`) and
-    increments `state.nonfinite`.
+    A step whose loss, gradient, new parameters or new optimizer moments are not all finite
+    keeps the old parameters and moments (its step counters still advance, so schedules stay
+    aligned with `state.step`) and increments `state.nonfinite`.
 
     Returns:
       The new state and the step's metrics: ``loss``, the per-image terms of `loss_fn`
@@ -147,7 +147,9 @@ def train_step(
     (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = _all_finite(loss, grads)
+    # Checked on the result too: a finite gradient can still give non-finite parameters
+    # (e.g. an infinite weight decay or learning rate).
+    finite = _all_finite(loss, grads, params, opt_state)
 
     def keep(new, old):
         # Integer leaves are step counters (optax `count`): let them advance so every
@@ -169,6 +171,7 @@ def train_step(
     return new_state, metrics
 
 
-def _all_finite(loss, grads):
-    leaves = [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
-    return jnp.isfinite(loss) & jnp.all(jnp.stack(leaves))
+def _all_finite(*trees) -> jax.Array:
+    leaves = jax.tree.leaves(trees)
+    checks = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks))
