@@ -10,22 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import dssim_mae_jax as dmj
+from dssim_mae_jax._ssim import ms_ssim_min_size
 
 from . import _color
 from ._config import Config, ConfigError
 from ._data import center_crop, degrade
-
-
-def ms_ssim_min_size(filter_size: int, num_scales: int) -> int:
-    """Smallest image side a valid ``filter_size`` window fits at every one of `num_scales`.
-
-    Each scale halves the image, so the coarsest has ``side / 2**(num_scales - 1)`` pixels and
-    needs ``filter_size``: ``(filter_size - 1) * 2**(num_scales - 1) + 1`` (161 for the usual
-    11-tap window over 5 scales; `num_scales=1` is single-scale SSIM).
-    """
-    # TODO(lead): use dssim_mae_jax._ssim.ms_ssim_min_size once the library core has it.
-    return (filter_size - 1) * 2 ** (num_scales - 1) + 1
-
 
 # The held-out metrics use `dmj.ssim` / `dmj.ms_ssim` defaults: an 11-tap Gaussian window
 # ("valid": the image must be at least as large), over 5 scales for MS-SSIM.

@@ -19,10 +19,10 @@ import optax
 from flax import nnx
 
 import dssim_mae_jax as dmj
+from dssim_mae_jax._ssim import ms_ssim_min_size
 
 from ._config import FIXED_LOSS_OPTIONS, Config, ConfigError
 from ._data import degrade
-from ._evaluation import ms_ssim_min_size
 from ._models import make_model
 
 
