@@ -6,6 +6,7 @@ A finished run's file is reused as is; an unfinished run starts again (a run is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -30,16 +31,16 @@ class RunConfig:
     task: str
     loss: str
     seed: int
-    steps: int = 3000
+    steps: int = 2000
     batch: int = 16
     patch: int = losses.PATCH
     lr: float = 1e-3
     final_lr_fraction: float = 0.01  # cosine decay to lr * this
     switch: float = 0.5  # phased: fraction of steps trained with l1
-    features: int = 32
+    features: int = 24
     kernels: tuple[int, int, int] = (5, 3, 3)
     residual: bool = True
-    eval_every: int = 150
+    eval_every: int = 100
     val_crop: int = 128  # validation curve: the centre crop of each held-out image
     data_dir: str | None = None
 
@@ -56,19 +57,26 @@ def _phases(cfg: RunConfig) -> list[tuple[str, int]]:
     return [(PHASED[0], first), (PHASED[1], cfg.steps - first)]
 
 
-def _make_step(loss_fn, graphdef, tx):
+@functools.cache
+def _step_fn(loss_name: str, graphdef):
+    """The jitted train step of one loss, shared by every run (compiled once per loss)."""
+    loss_fn = losses.make(loss_name)
+    tx = optax.scale_by_adam()
+
     @jax.jit
-    def step(params, opt_state, x, y):
+    def step(params, opt_state, x, y, lr):
         def objective(p):
             return loss_fn(nnx.merge(graphdef, p)(x), y)
 
         loss, grads = jax.value_and_grad(objective)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: -lr * u, updates)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return step
+    return step, tx
 
 
+@functools.cache
 def _apply(graphdef):
     @jax.jit
     def apply(params, x):
@@ -134,13 +142,11 @@ def train_and_evaluate(cfg: RunConfig, split: data.Split) -> dict:
     start, losses_seen = 0, []
     for name, n in _phases(cfg):
         # A fresh Adam state per phase (moments of one loss do not fit the next), same schedule.
-        offset_schedule = lambda i, s=start: schedule(i + s)
-        tx = optax.adam(offset_schedule)
+        step, tx = _step_fn(name, graphdef)
         opt_state = tx.init(params)
-        step = _make_step(losses.make(name), graphdef, tx)
         for i in range(start, start + n):
             x, y = sampler(i)
-            params, opt_state, loss = step(params, opt_state, x, y)
+            params, opt_state, loss = step(params, opt_state, x, y, schedule(i))
             losses_seen.append(loss)
             if (i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps:
                 mean_loss = float(np.mean(jax.device_get(losses_seen)))
