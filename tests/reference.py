@@ -100,3 +100,102 @@ def downsample(x):
     x = np.pad(x, ((0, h % 2), (0, w % 2), (0, 0)), mode="symmetric")
     h, w = x.shape[0] // 2, x.shape[1] // 2
     return x.reshape(h, 2, w, 2, x.shape[-1]).mean((1, 3))
+
+
+# ---------------------------------------------------------------- Zhao et al. (multi-sigma)
+# Semantics of the released loss layers of Zhao, Gallo, Frosio and Kautz (IEEE TCI 2017),
+# NVlabs/PL4NN `src/loss.py`, classes `MSSSIM` and `MSSSIML1` (read, not copied): one value
+# per odd square patch; for each sigma a 2-D window exp(-k^2 / (2 sigma^2)), k = -(n // 2) ..
+# n // 2, over the whole patch, normalised to sum 1 in 2-D; the five textbook moments;
+# C1 = 0.01^2, C2 = 0.03^2 on [0, 1] data; MS-SSIM = l of the last (largest) sigma times the
+# product of cs over all sigmas, no exponents; Mix = alpha * (1 - MS-SSIM) +
+# (1 - alpha) * sum(G_last * |x - y|); both summed over batch and channels, then divided by
+# batch * channels.
+ZHAO_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def zhao_window(n, sigma):
+    k = np.arange(-(n // 2), n // 2 + 1, dtype=np.float64)
+    g = np.exp(-(k**2) / (2.0 * sigma**2))
+    w = np.outer(g, g)
+    return w / w.sum()
+
+
+def zhao_patch_msssim(x, y, *, sigmas=ZHAO_SIGMAS, c1=0.01**2, c2=0.03**2):
+    """Per-channel MS-SSIM of one odd square patch [n, n, C] (float64), as the layer forward."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    n = x.shape[0]
+    assert x.shape[1] == n and n % 2 == 1
+    out = np.ones(x.shape[-1])
+    for i, sigma in enumerate(sigmas):
+        w = zhao_window(n, sigma)[..., None]
+        mux, muy = (w * x).sum((0, 1)), (w * y).sum((0, 1))
+        sxx = (w * x * x).sum((0, 1)) - mux**2
+        syy = (w * y * y).sum((0, 1)) - muy**2
+        sxy = (w * x * y).sum((0, 1)) - mux * muy
+        out = out * (2 * sxy + c2) / (sxx + syy + c2)
+        if i == len(sigmas) - 1:
+            out = out * (2 * mux * muy + c1) / (mux**2 + muy**2 + c1)
+    return out
+
+
+def zhao_msssim_l1(x, y, *, alpha, sigmas=ZHAO_SIGMAS):
+    """The MSSSIML1 layer's forward for a batch of patches [B, n, n, C] (float64 scalar)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    batch, n, _, channels = x.shape
+    msssim = np.stack([zhao_patch_msssim(a, b, sigmas=sigmas) for a, b in zip(x, y, strict=True)])
+    loss_msssim = 1.0 - msssim.sum() / (batch * channels)
+    g = zhao_window(n, sigmas[-1])[None, :, :, None]
+    loss_l1 = (np.abs(x - y) * g).sum() / (batch * channels)
+    return alpha * loss_msssim + (1.0 - alpha) * loss_l1
+
+
+def multi_sigma_maps(
+    x, y, *, size=31, sigmas=ZHAO_SIGMAS, max_val=1.0, padding="valid", mask=None, spatial_dims=2
+):
+    """(map, weights): the sliding-window form for one image [*spatial, C], float64.
+
+    At each position, the layer's per-patch formula with windows of `size` taps centred there
+    (N-D kernels, scipy correlations, masks weighted as in `ssim_maps`).
+    """
+    x = np.asarray(x, np.float64) / max_val
+    y = np.asarray(y, np.float64) / max_val
+    m = np.ones_like(x) if mask is None else np.broadcast_to(mask, x.shape).astype(np.float64)
+    x, y = np.where(m > 0, x, 0.0), np.where(m > 0, y, 0.0)
+    mode = {"valid": "constant", "same": "constant", "reflect": "mirror"}[padding]
+    largest = int(np.argmax(sigmas))
+    maps = []
+    for c in range(x.shape[-1]):
+        xc, yc, mc = x[..., c], y[..., c], m[..., c]
+        value = 1.0
+        for i, sigma in enumerate(sigmas):
+            kernel = window(size, sigma, spatial_dims)
+
+            def f(v, cval=0.0, kernel=kernel):
+                return ndimage.correlate(v, kernel, mode=mode, cval=cval)
+
+            w = f(mc, cval=1.0)
+            w_safe = np.where(w > 1e-10, w, 1.0)
+            mu_x, mu_y = f(mc * xc) / w_safe, f(mc * yc) / w_safe
+            sxx = f(mc * xc * xc) / w_safe - mu_x**2
+            syy = f(mc * yc * yc) / w_safe - mu_y**2
+            sxy = f(mc * xc * yc) / w_safe - mu_x * mu_y
+            value = value * (2 * sxy + 0.03**2) / (sxx + syy + 0.03**2)
+            if i == largest:
+                value = value * (2 * mu_x * mu_y + 0.01**2) / (mu_x**2 + mu_y**2 + 0.01**2)
+        maps.append(value)
+    out, weights = np.stack(maps, -1), m
+    if padding == "valid":
+        crop = tuple(slice(size // 2, n - (size - 1 - size // 2)) for n in x.shape[:-1])
+        out, weights = out[crop], m[crop]
+    return out, weights
+
+
+def multi_sigma_ssim(x, y, **kwargs):
+    value_map, w = multi_sigma_maps(x, y, **kwargs)
+    axes = tuple(range(value_map.ndim - 1))
+    total = w.sum(axes)
+    per_channel = np.where(total > 0, (value_map * w).sum(axes) / np.maximum(total, 1e-300), 1.0)
+    return per_channel.mean()
