@@ -19,9 +19,11 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The repository's dssim_mae_jax first (not an older installed copy), then zhao_study.
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from zhao_study import data, losses, report, run
+from zhao_study import data, losses, report, run  # noqa: E402  (after the path)
 
 QUICK = {"steps": 24, "batch": 4, "eval_every": 8, "features": 8, "val_crop": 48}
 QUICK_SIZE = 176  # quick mode: crop every image to this (MS-SSIM needs 161)

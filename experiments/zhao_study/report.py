@@ -132,12 +132,11 @@ def cast_table(results, task, losses, seeds) -> list[str]:
 
 def plot_task(results, task, losses, seeds, path: str) -> None:
     """Validation PSNR and mean |offset| against step, mean over seeds, one line per loss."""
-    import matplotlib
+    # A bare Figure (no pyplot): no backend switch in a notebook that draws inline.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
+    fig = Figure(figsize=(9, 3.2), dpi=80)
+    a, b = fig.subplots(1, 2)
     for name in losses:
         curves = [results[(task, name, s)]["curve"] for s in seeds]
         steps = [c["step"] for c in curves[0]]
@@ -150,7 +149,6 @@ def plot_task(results, task, losses, seeds, path: str) -> None:
     a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def summary(results: dict) -> dict:

@@ -31,16 +31,16 @@ class RunConfig:
     task: str
     loss: str
     seed: int
-    steps: int = 2000
+    steps: int = 1500
     batch: int = 16
     patch: int = losses.PATCH
     lr: float = 1e-3
     final_lr_fraction: float = 0.01  # cosine decay to lr * this
     switch: float = 0.5  # phased: fraction of steps trained with l1
-    features: int = 24
+    features: int = 16
     kernels: tuple[int, int, int] = (5, 3, 3)
     residual: bool = True
-    eval_every: int = 100
+    eval_every: int = 75
     val_crop: int = 128  # validation curve: the centre crop of each held-out image
     data_dir: str | None = None
 
