@@ -13,6 +13,7 @@ pixel's), C1 = 0.01^2, C2 = 0.03^2 on [0, 1] data.
 * ``phased`` is not a loss but a schedule: ``l1`` then ``mix`` (see `run.PHASED`).
 * ``mix_luma`` (remedy for the colour cast): 0.84 (1 - MS-SSIM of the BT.601 luma) +
   0.16 G_8 * l1 on RGB. Chroma is then constrained only by the l1 term.
+* ``mix_a50`` (second remedy, a larger l1 weight): 0.5 (1 - MS-SSIM) + 0.5 G_8 * l1.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ PATCH = 31
 ALPHA = 0.84
 SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)
-NEEDS_MULTI_SIGMA = ("msssim", "mix", "mix_luma", "phased")
-LOSSES = ("l2", "l1", "ssim", "msssim", "mix", "phased", "mix_luma")
+NEEDS_MULTI_SIGMA = ("msssim", "mix", "mix_luma", "mix_a50", "phased")
+LOSSES = ("l2", "l1", "ssim", "msssim", "mix", "phased", "mix_luma", "mix_a50")
 
 
 def has_multi_sigma() -> bool:
@@ -68,8 +69,8 @@ def _gl1(x, y):
     return jnp.mean(dmj.mae(x, y, max_val=1.0, mask=jnp.asarray(gaussian_window())))
 
 
-def _mix(x, y):
-    return ALPHA * _dmsssim(x, y) + (1 - ALPHA) * _gl1(x, y)
+def _mix(x, y, alpha=ALPHA):
+    return alpha * _dmsssim(x, y) + (1 - alpha) * _gl1(x, y)
 
 
 def _mix_luma(x, y):
@@ -88,6 +89,7 @@ def make(name: str):
         raise ValueError(f"loss {name!r} needs dssim_mae_jax.multi_sigma_ssim (not installed)")
     table = {"l2": _l2, "l1": _l1, "ssim": _ssim, "msssim": _dmsssim, "mix": _mix}
     table["mix_luma"] = _mix_luma
+    table["mix_a50"] = lambda x, y: _mix(x, y, 0.5)
     if name not in table:
         raise ValueError(f"loss: got {name!r}, expected one of {LOSSES}")
     return table[name]

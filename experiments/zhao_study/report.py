@@ -20,6 +20,7 @@ LABELS = {
     "mix": "Mix",
     "phased": "ℓ1 → Mix",
     "mix_luma": "Mix on luma (remedy)",
+    "mix_a50": "Mix α=0.5 (remedy)",
 }
 TASK_TITLES = {
     "denoise": "Gaussian denoising (σ = 25/255)",
