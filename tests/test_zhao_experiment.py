@@ -62,6 +62,9 @@ def test_mix_and_remedy_match_released_formula():
     expected = a * (1 - np.mean(lum8 * prod_cs)) + (1 - a) * np.mean(gl1)
     xf, yf = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
     np.testing.assert_allclose(float(losses.make("mix")(xf, yf)), expected, rtol=2e-4)
+    # The larger-l1 remedy: the same terms with alpha = 0.5.
+    expected_a50 = 0.5 * (1 - np.mean(lum8 * prod_cs)) + 0.5 * np.mean(gl1)
+    np.testing.assert_allclose(float(losses.make("mix_a50")(xf, yf)), expected_a50, rtol=2e-4)
     # The remedy: the same, with the structural term on BT.601 luma.
     luma = np.asarray([0.299, 0.587, 0.114])
     xl, yl = (x @ luma)[..., None], (y @ luma)[..., None]
