@@ -49,3 +49,12 @@ def late_gain(curve: list[dict], *, key: str = "psnr", tail: float = 0.2) -> flo
     cut = steps[-1] * (1 - tail)
     start = values[steps <= cut][-1]
     return float(values[-1] - start)
+
+
+def late_relative_change(curve: list[dict], *, key: str, tail: float = 0.2) -> float:
+    """Relative change of `key` over the last `tail` of training (points with a value only)."""
+    pts = [c for c in curve if c.get(key) is not None]
+    steps = np.asarray([c["step"] for c in pts])
+    values = np.asarray([c[key] for c in pts], np.float64)
+    start = values[steps <= steps[-1] * (1 - tail)][-1]
+    return float((values[-1] - start) / abs(start))

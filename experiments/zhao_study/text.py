@@ -59,8 +59,9 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         "- Intervals: 95%, two-way bootstrap over seeds and images (`stats.py`); "
         "(k/n) counts the seed × image pairs where the difference is positive.",
         f"- Convergence: a run has flattened when its validation PSNR (centre crops of the "
-        f"held-out images, logged every {cfg.get('eval_every')} steps) gained less than "
-        f"{report.FLAT_DB} dB over the last 20% of its steps.",
+        f"held-out images, logged every {cfg.get('eval_every')} steps) moved by less than "
+        f"{report.FLAT_DB} dB (up or down) over the last 20% of its steps; the change of the "
+        "training loss (mean over each logging interval) over the same steps is shown beside it.",
         "",
     ]
 
@@ -118,8 +119,8 @@ def verdict_lines(results, tasks, seeds) -> list[str]:
             f"- **{task}**: PSNR ranking {' > '.join(LABELS[n] for n in psnr_rank)}; "
             f"SSIM ranking {' > '.join(LABELS[n] for n in ssim_rank)}."
         )
-        for name in ("l2", "mix", "phased", "mix_luma"):
-            if name not in names:
+        for name in names:
+            if name == "l1":
                 continue
             p = stats.paired(g(name, "psnr"), g("l1", "psnr"))
             q = stats.paired(g(name, "ssim"), g("l1", "ssim"))
