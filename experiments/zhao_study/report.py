@@ -90,6 +90,19 @@ def paired_table(results, task, losses, seeds, ref: str) -> list[str]:
     return lines
 
 
+def per_image_table(results, task, losses, seeds, ref: str = "l1", key: str = "psnr"):
+    """Mean over seeds of each loss minus `ref`, per held-out image."""
+    names = results[(task, ref, seeds[0])]["eval_names"]
+    lines = [f"| loss − {LABELS[ref]} | " + " | ".join(f"`{n}`" for n in names) + " |"]
+    lines.append("| --- " * (len(names) + 1) + "|")
+    for name in losses:
+        if name == ref:
+            continue
+        d = grid(results, task, name, key, seeds) - grid(results, task, ref, key, seeds)
+        lines.append(f"| {LABELS[name]} | " + " | ".join(f"{v:+.2f}" for v in d.mean(0)) + " |")
+    return lines
+
+
 def convergence_table(results, task, losses, seeds) -> list[str]:
     """Late change of validation PSNR and of the training loss, and the flatness verdict."""
     lines = [

@@ -90,6 +90,13 @@ def task_section(args, task, results, *, out_md: str) -> list[str]:
                 *report.paired_table(results, task, names, seeds, ref),
                 "",
             ]
+    if "l1" in names and len(names) > 1:
+        lines += [
+            "Per held-out image: PSNR difference to ℓ1 (dB), mean over seeds:",
+            "",
+            *report.per_image_table(results, task, names, seeds),
+            "",
+        ]
     lines += [
         f"![validation curves, {task}]({rel})",
         "",
