@@ -163,8 +163,9 @@ def plot_task(results, task, losses, seeds, path: str) -> None:
         steps = [c["step"] for c in curves[0]]
         psnr = np.mean([[c["psnr"] for c in cv] for cv in curves], axis=0)
         off = np.mean([[np.mean(np.abs(c["offset"])) for c in cv] for cv in curves], axis=0)
-        a.plot(steps[1:], psnr[1:], label=LABELS[name])
-        b.plot(steps, off, label=LABELS[name])
+        color = f"C{list(LABELS).index(name) - 1}"  # the same colour for a loss in every task
+        a.plot(steps[1:], psnr[1:], label=LABELS[name], color=color)
+        b.plot(steps, off, label=LABELS[name], color=color)
     a.set(xlabel="step", ylabel="validation PSNR (dB)", title=TASK_TITLES[task].split(" (")[0])
     b.set(xlabel="step", ylabel="mean |channel offset| (levels)", title="colour cast")
     a.legend(fontsize=7)
