@@ -97,8 +97,13 @@ def machine() -> str:
     import jax
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+        f"{cpu}, {os.cpu_count()} cores visible, "
         f"JAX {jax.__version__} on {jax.default_backend()}; load average (1, 5, 15 min) "
         f"when the report was written: {load} (shared machine)"
     )
