@@ -35,9 +35,8 @@ def grid(results: dict, task: str, loss: str, key: str, seeds) -> np.ndarray:
     """[seeds, images] of one metric; ``loss="input"`` gives the degraded input's."""
     rows = []
     for s in seeds:
-        if loss == "input":
-            r = results[(task, "l1", s)] if (task, "l1", s) in results else None
-            r = r or next(v for (t, _, s2), v in results.items() if t == task and s2 == s)
+        if loss == "input":  # the same inputs in every run of a seed
+            r = next(v for (t, _, s2), v in results.items() if t == task and s2 == s)
             rows.append([m[key] for m in r["input_per_image"]])
         else:
             rows.append([m[key] for m in results[(task, loss, s)]["per_image"]])
@@ -137,7 +136,7 @@ def cast_table(results, task, losses, seeds) -> list[str]:
         src = "input_per_image" if name == "input" else "per_image"
         offs, psnr, psnr0 = [], [], []
         for s in seeds:
-            r = results[(task, "l1" if name == "input" else name, s)]
+            r = results[(task, losses[0] if name == "input" else name, s)]
             offs += [m["offset"] for m in r[src]]
             psnr += [m["psnr"] for m in r[src]]
             psnr0 += [m["psnr_offset_removed"] for m in r[src]]

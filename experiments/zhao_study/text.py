@@ -33,7 +33,9 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         f"```bash\n{_cmd(args)}\n```",
         "",
         f"- Machine: {machine}.",
-        f"- Wall time of this invocation: {wall / 60:.1f} min; the {len(results)} runs it "
+        f"- Wall time of this invocation: {wall / 60:.1f} min"
+        + (" (report only)" if args.report_only else "")
+        + f"; the {len(results)} runs it "
         f"reports took {run_s / 60:.1f} min of training and evaluation in all (time spent "
         "when each was trained, possibly by an earlier invocation).",
         f"- Training images ({len(split.train)}): {', '.join(split.train_names)}. Held-out, "
@@ -50,8 +52,9 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         "window over the whole patch, so one value per patch; SSIM₅ = SSIM with σ = 5; MS-SSIM "
         "= luminance at σ = 8 × contrast-structure at σ = 0.5, 1, 2, 4, 8 "
         "(`multi_sigma_ssim(filter_size=31)`); Mix = 0.84 (1 − MS-SSIM) + 0.16 G₈·ℓ1 "
-        "(`make_loss('zhao-mix', filter_size=31)`); remedy = the same Mix with MS-SSIM on "
-        "BT.601 luma and the G₈·ℓ1 term on RGB.",
+        "(that MS-SSIM and `mae(mask=G₈)`, the released MSSSIML1 with the paper's α); "
+        "remedies: Mix with MS-SSIM on BT.601 luma and the G₈·ℓ1 term on RGB, and Mix "
+        "with α = 0.5 (a larger ℓ1 weight).",
         "- Metrics on the full held-out images, outputs clipped to [0, 1]: PSNR, SSIM "
         "(11-tap Gaussian, σ 1.5, valid), MS-SSIM (5-scale pyramid, Wang et al. 2003), "
         "1000 × ℓ1 (as in the paper's tables); colour offset = mean(prediction − target) per "
