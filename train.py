@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         default="runs/default",
         help="output and checkpoint folder (default: %(default)s)",
     )
-    training.add_config_arguments(parser)
+    training.Config.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        config = training.config_from_args(args)
+        config = training.Config.from_args(args)
     except ValueError as e:  # includes training.ConfigError
         parser.error(str(e))
     try:

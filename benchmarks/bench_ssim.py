@@ -29,6 +29,7 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,9 @@ from dssim_mae_jax import _filters
 
 DEFAULT_SIZES = {"cpu": ("16x256x256x3",), "gpu": ("32x512x512x3", "8x256x256x3")}
 MS_SSIM_MIN_SIZE = 161  # 11-tap window, 5 scales
+# multi_sigma_ssim and zhao-mix (31-tap windows) are timed from this size on; the tiny
+# smoke-test sizes skip their compilation (five windows of 31 taps take a while).
+MULTI_SIGMA_MIN_SIZE = 64
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -77,6 +81,14 @@ def jax_cases(shape: Sequence[int], *, with_dm_pix: bool = True) -> dict[str, Ca
     }
     if min(shape[1], shape[2]) >= MS_SSIM_MIN_SIZE:
         cases["ms_ssim"] = lambda x, y: jnp.mean(dssim_mae_jax.ms_ssim(x, y, max_val=1.0))
+    if min(shape[1], shape[2]) >= MULTI_SIGMA_MIN_SIZE and hasattr(
+        dssim_mae_jax, "multi_sigma_ssim"
+    ):
+        cases["multi_sigma_ssim"] = lambda x, y: jnp.mean(
+            dssim_mae_jax.multi_sigma_ssim(x, y, max_val=1.0)
+        )
+        zhao = dssim_mae_jax.make_loss("zhao-mix", reduction="mean")
+        cases["zhao-mix"] = lambda x, y: zhao(x, y)[0]
     if with_dm_pix:
         try:
             import dm_pix
@@ -236,6 +248,48 @@ def _format_row(row: dict[str, Any]) -> str:
     )
 
 
+_FIRST_CALL = """
+import sys, time
+import jax, jax.numpy as jnp
+import dssim_mae_jax
+shape = tuple(int(v) for v in sys.argv[1].split("x"))
+x = jax.random.uniform(jax.random.PRNGKey(0), shape)
+y = jnp.clip(x + 0.05, 0.0, 1.0)
+jax.block_until_ready((x, y))
+fn = lambda a, b: dssim_mae_jax.multi_sigma_ssim(a, b, max_val=1.0)
+if sys.argv[2] == "jit":
+    fn = jax.jit(fn)
+start = time.perf_counter()
+jax.block_until_ready(fn(x, y))
+print(time.perf_counter() - start)
+"""
+
+
+def first_calls(shape: Sequence[int], repeats: int = 3) -> dict[str, float]:
+    """Seconds of the first eager and the first jitted call of multi_sigma_ssim (medians).
+
+    Each call runs in a fresh Python process, so neither finds anything compiled
+    or traced by the other.
+    """
+    size = "x".join(map(str, shape))
+    out = {}
+    for mode in ("eager", "jit"):
+        runs = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", _FIRST_CALL, size, mode],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()[-1]
+            )
+            for _ in range(repeats)
+        ]
+        out[mode] = statistics.median(runs)
+    out["eager_vs_jit"] = out["eager"] / out["jit"]
+    return out
+
+
 def machine_description() -> dict[str, str]:
     device = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
@@ -296,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peers")
     parser.add_argument("--method", choices=_filters.METHODS, help="force a filtering method")
     parser.add_argument(
+        "--first-calls",
+        action="store_true",
+        help="instead: time the first eager and first jitted call of multi_sigma_ssim",
+    )
+    parser.add_argument(
         "--chunk-elements",
         type=int,
         help="force the batch chunk size in elements (a huge value: no chunks)",
@@ -304,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     backend = jax.default_backend()
     sizes = args.sizes or DEFAULT_SIZES.get(backend, DEFAULT_SIZES["gpu"])
+    if args.first_calls:
+        for size in sizes:
+            result = first_calls(parse_size(size), repeats=args.repeats)
+            print(size, json.dumps({k: round(v, 3) for k, v in result.items()}), flush=True)
+        return 0
     machine = machine_description()
     if args.method:
         machine["filter_method"] = args.method

@@ -75,7 +75,10 @@ def make_balanced_loss(
     convergence it amplifies a vanishing term's noise; ``eps`` bounds this.
 
     Call it on the whole batch, not under ``vmap`` over images: the running
-    estimate is a batch statistic.
+    estimate is a batch statistic. Images that cannot be scored (NaN or inf in
+    a valid pixel) get a NaN loss and are left out of the estimate; a batch
+    with no scorable image leaves the state unchanged. The function is
+    compiled once per input shapes (eager calls too).
 
     Args:
       preset_or_config: as :func:`make_loss`.
@@ -111,22 +114,19 @@ def make_balanced_loss(
         raise ValueError(f"`decay` must be a number in [0, 1), got {decay!r}.")
     _validation.check_positive("eps", eps)
 
-    def loss_fn(
-        predictions: ArrayLike,
-        targets: ArrayLike,
-        state: BalanceState,
-        *,
-        mask: ArrayLike | None = None,
-        weights: Mapping[str, float | ArrayLike] | None = None,
-    ) -> tuple[jax.Array, dict[str, jax.Array], BalanceState]:
+    def balanced(predictions, targets, state, mask, weights):
         terms = _losses.evaluate_terms(cfg, predictions, targets, mask)
         d, m = terms["dssim"], terms["mae"]
         w_s, w_a = _losses.resolve_weights(cfg, weights, d.dtype)
+        # NaN marks images that cannot be scored: they stay out of the estimate.
         current = jax.lax.stop_gradient(
-            jnp.stack([jnp.mean(d), jnp.mean(m)]).astype(state.magnitudes.dtype)
+            jnp.stack([jnp.nanmean(d), jnp.nanmean(m)]).astype(state.magnitudes.dtype)
         )
-        magnitudes = decay * state.magnitudes + (1.0 - decay) * current
-        count = state.count + 1
+        scored = jnp.all(jnp.isfinite(current))
+        magnitudes = jnp.where(
+            scored, decay * state.magnitudes + (1.0 - decay) * current, state.magnitudes
+        )
+        count = jnp.where(scored, state.count + 1, state.count)
         correction = 1.0 - jnp.power(jnp.asarray(decay, magnitudes.dtype), count)
         scale = (magnitudes / correction + eps).astype(d.dtype)
         loss = w_s * d / scale[0] + w_a * m / scale[1]
@@ -135,6 +135,19 @@ def make_balanced_loss(
         aux["scale_dssim"] = jnp.broadcast_to(scale[0], d.shape)
         aux["scale_mae"] = jnp.broadcast_to(scale[1], d.shape)
         return _losses.reduce(cfg, loss), aux, BalanceState(magnitudes, count)
+
+    compiled = jax.jit(balanced)
+
+    def loss_fn(
+        predictions: ArrayLike,
+        targets: ArrayLike,
+        state: BalanceState,
+        *,
+        mask: ArrayLike | None = None,
+        weights: Mapping[str, float | ArrayLike] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array], BalanceState]:
+        predictions, targets, mask = _losses.checked_arrays(predictions, targets, mask, weights)
+        return compiled(predictions, targets, state, mask, weights)
 
     loss_fn.config = cfg
     return loss_fn

@@ -73,12 +73,47 @@ def uniform_taps(size: int) -> tuple[float, ...]:
     return (1.0 / size,) * size
 
 
-def window_taps(window: str, size: int, sigma: float) -> tuple[float, ...]:
+def unit_sum_taps(taps: Sequence[float], dtype=np.float32) -> tuple[float, ...]:
+    """`taps` scaled to sum 1, rounded so that they sum to exactly 1 in `dtype`.
+
+    Each tap is rounded to a multiple of ``2**-(p + 1)`` (``p`` the mantissa
+    bits of `dtype`: ``2**-24`` for float32), where every partial sum of taps
+    in [0, 1] is exactly representable, and the rounding residual goes to the
+    largest tap(s), nearest the centre first. So the filtered ones are exactly
+    1 in any summation order,
+    whereas ``float32(1/7) * 7 = 1 + 4.5e-8`` would bias local variances by the
+    squared distance of the local mean from the image mean (a box of 7 taps
+    would put scikit-image's legacy SSIM 2e-6 off). Taps below ``2**-(p + 2)``
+    become 0. Computed in integers, exactly.
+    """
+    t = np.asarray(taps, np.float64)
+    t = t / t.sum()
+    bits = np.finfo(dtype).nmant + 1
+    counts = [round(v) for v in np.ldexp(t, bits)]  # t * 2**bits, exact scaling
+    residual = (1 << bits) - sum(counts)
+    # The largest taps, nearest the centre first (a symmetric window stays symmetric
+    # where the residual allows).
+    centre = (len(counts) - 1) / 2.0
+    largest = sorted(
+        (i for i, c in enumerate(counts) if c == max(counts)), key=lambda i: abs(i - centre)
+    )
+    share, extra = divmod(residual, len(largest))
+    for k, i in enumerate(largest):
+        counts[i] += share + (1 if k < extra else 0)
+    return tuple(float(np.ldexp(float(c), -bits)) for c in counts)
+
+
+def window_taps(window, size: int, sigma: float, dtype=np.float32) -> tuple[float, ...]:
+    """The 1-D taps of `window` (a name or a sequence of taps), summing to 1 in `dtype`."""
     if window == "gaussian":
-        return gaussian_taps(size, sigma)
-    if window == "uniform":
-        return uniform_taps(size)
-    raise ValueError(f"`window` must be 'gaussian' or 'uniform', got {window!r}.")
+        taps = gaussian_taps(size, sigma)
+    elif window == "uniform":
+        taps = uniform_taps(size)
+    elif isinstance(window, str):
+        raise ValueError(f"`window` must be 'gaussian' or 'uniform', got {window!r}.")
+    else:
+        taps = window
+    return unit_sum_taps(taps, dtype)
 
 
 def pad_amounts(size: int) -> tuple[int, int]:

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _filters, _validation
+from dssim_mae_jax import _filters, _jit, _ssim, _validation
 from dssim_mae_jax._metrics import absolute_difference, image_axes, mae, psnr, weighted_mean
+from dssim_mae_jax._multi_sigma import check_mask_values, multi_sigma_ssim
 from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields
 from dssim_mae_jax._ssim import ms_ssim, ssim
 
@@ -21,9 +22,9 @@ WEIGHT_KEYS = ("ssim", "mae")
 
 
 # ---------------------------------------------------------------------------- helpers
-def _structural(cfg: LossConfig, s):
-    """D from S (a per-image value or a map), in the config's form, clipped if asked."""
-    d = (1.0 - s) / 2.0 if cfg.dssim_form == "half" else 1.0 - s
+def _structural(cfg: LossConfig, deficit):
+    """D from the deficit 1 - S (per image or a map), in the config's form, clipped if asked."""
+    d = deficit / 2.0 if cfg.dssim_form == "half" else deficit
     if cfg.clip:
         d = jnp.clip(d, 0.0, 1.0 if cfg.dssim_form == "half" else 2.0)
     return d
@@ -54,19 +55,26 @@ def _gaussian_mae_weights(shape: tuple[int, ...], size: int, sigma: float) -> np
     return out
 
 
+def _coarsest_window(cfg: LossConfig) -> tuple[int, float]:
+    """(taps, sigma) of the coarsest window of the structural term, at full resolution."""
+    if cfg.structure == "multi_sigma":
+        return cfg.filter_size, max(cfg.sigmas)
+    # The pyramid: the window of scale M is the finest one dilated 2**(M-1) times.
+    factor = 2 ** (cfg.levels - 1)
+    return (cfg.filter_size - 1) * factor + 1, cfg.filter_sigma * factor
+
+
 def _mae_term(cfg: LossConfig, x, y, mask):
-    """M per image: plain (masked) MAE or the coarsest-Gaussian-weighted one."""
+    """M per image: plain (masked) MAE or the coarsest-Gaussian-weighted one (Zhao et al.)."""
     scale = cfg.max_val if cfg.normalize_mae else None
     if cfg.mae_weighting == "mean":
         return mae(x, y, max_val=scale, mask=mask, spatial_dims=cfg.spatial_dims)
-    # Zhao et al.: the window of scale M is the finest one dilated 2**(M-1) times.
-    factor = 2 ** (cfg.levels - 1)
-    size = (cfg.filter_size - 1) * factor + 1
+    size, sigma = _coarsest_window(cfg)
     spatial = tuple(x.shape[-1 - cfg.spatial_dims : -1])
     _validation.check_min_size(
         x.shape, cfg.spatial_dims, size, f"the Gaussian MAE weighting spans {size} pixels"
     )
-    w = jnp.asarray(_gaussian_mae_weights(spatial, size, cfg.filter_sigma * factor), x.dtype)
+    w = jnp.asarray(_gaussian_mae_weights(spatial, size, sigma), x.dtype)
     w = jnp.broadcast_to(w[..., None], x.shape)
     if mask is not None:
         w = w * mask
@@ -87,88 +95,120 @@ def _shared_kwargs(cfg: LossConfig) -> dict:
     )
 
 
-def _ssim_kwargs(cfg: LossConfig) -> dict:
-    return dict(
-        _shared_kwargs(cfg),
+def _structure_map(cfg: LossConfig, x, y, mask):
+    """The SSIM (or multi-sigma MS-SSIM) map of a map-based structure."""
+    if cfg.structure == "multi_sigma":
+        return multi_sigma_ssim(
+            x,
+            y,
+            max_val=cfg.max_val,
+            sigmas=cfg.sigmas,
+            filter_size=cfg.filter_size,
+            k1=cfg.k1,
+            k2=cfg.k2,
+            padding=cfg.padding,
+            spatial_dims=cfg.spatial_dims,
+            mask=mask,
+            return_map=True,
+        )
+    return ssim(
+        x,
+        y,
+        **_shared_kwargs(cfg),
         window=cfg.window,
         padding=cfg.padding,
         spatial_dims=cfg.spatial_dims,
+        mask=mask,
+        return_map=True,
     )
+
+
+def _map_mean(cfg: LossConfig, value_map, centre):
+    """(S, 1 - S) per image from the map: the reduction `ssim` uses (positions, then channels)."""
+    per_channel, deficit = _ssim._unit_mean(value_map, centre, range(-1 - cfg.spatial_dims, -1))
+    return _ssim._unit_mean(per_channel, None, -1, deficit)
 
 
 def evaluate_terms(cfg: LossConfig, predictions: ArrayLike, targets: ArrayLike, mask=None):
     """Both terms of the loss (per image), their maps when needed, and the metrics.
 
-    One SSIM evaluation feeds everything. Returns a dict with per-image
-    ``"ssim"`` (S: SSIM, or MS-SSIM for ``structure="ms_ssim"``), ``"dssim"``
-    (D as the loss uses it), ``"mae"`` (M as the loss uses it) and ``"psnr"``,
-    plus ``"dssim_map"`` and ``"mae_map"`` for per-pixel or map configs.
+    One structural evaluation feeds everything. Returns a dict with per-image
+    ``"ssim"`` (S: SSIM, MS-SSIM or multi-sigma MS-SSIM, per ``structure``),
+    ``"dssim"`` (D as the loss uses it), ``"mae"`` (M as the loss uses it) and
+    ``"psnr"``, plus ``"ms_ssim"`` for MS-SSIM structures and ``"dssim_map"``
+    and ``"mae_map"`` for per-pixel or map configs. Masked-out pixels are
+    replaced by zeros before any arithmetic: whatever they hold (NaN, inf)
+    changes no value and no gradient. NaN or inf in a valid pixel gives NaN.
     """
     x, y = _validation.as_float_pair(predictions, targets, min_rank=cfg.spatial_dims + 1)
-    out = {}
-    if cfg.structure == "ms_ssim":
-        if mask is not None:
+    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
+    if mask is not None:
+        if cfg.structure == "ms_ssim":
             raise ValueError(
                 "`mask` is not supported with structure='ms_ssim' (MS-SSIM pools the whole "
-                "image over scales); use structure='ssim' for masked losses."
+                "image over scales); use structure='ssim' or 'multi_sigma' for masked losses."
             )
-        s = ms_ssim(x, y, power_factors=cfg.power_factors, **_shared_kwargs(cfg))
-        out["ssim"] = s
-        out["ms_ssim"] = s
-        out["dssim"] = _structural(cfg, s)
-        out["mae"] = _mae_term(cfg, x, y, None)
-    elif cfg.per_pixel or cfg.return_map:
-        s_map = ssim(x, y, **_ssim_kwargs(cfg), mask=mask, return_map=True)
-        full_mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-        centre = None if full_mask is None else _crop_to_map(cfg, full_mask)
-        spatial = tuple(range(-1 - cfg.spatial_dims, -1))
-        # S per image exactly as `ssim` reduces its map: channel by channel, then mean.
-        out["ssim"] = jnp.mean(weighted_mean(s_map, centre, spatial, 1.0), axis=-1)
-        d_map = _structural(cfg, s_map)
+        valid = mask > 0
+        x, y = jnp.where(valid, x, 0.0), jnp.where(valid, y, 0.0)
+    out = {}
+    if cfg.structure == "ms_ssim":
+        out["ssim"] = ms_ssim(x, y, power_factors=cfg.power_factors, **_shared_kwargs(cfg))
+        deficit = 1.0 - out["ssim"]
+    else:
+        s_map = _structure_map(cfg, x, y, mask)
+        centre = None if mask is None else _crop_to_map(cfg, mask)
+        out["ssim"], deficit = _map_mean(cfg, s_map, centre)
+    if cfg.structure != "ssim":
+        out["ms_ssim"] = out["ssim"]
+    if cfg.per_pixel or cfg.return_map:
+        out["dssim_map"] = _structural(cfg, 1.0 - s_map)
         e_map = absolute_difference(_crop_to_map(cfg, x), _crop_to_map(cfg, y))
         if cfg.normalize_mae:
             e_map = e_map / jnp.asarray(cfg.max_val, e_map.dtype)
-        out["dssim_map"], out["mae_map"] = d_map, e_map
-        if cfg.per_pixel:
-            axes = image_axes(cfg.spatial_dims)
-            out["dssim"] = weighted_mean(d_map, centre, axes, 0.0)
-            out["mae"] = weighted_mean(e_map, centre, axes, 0.0)
-        else:
-            out["dssim"] = _structural(cfg, out["ssim"])
-            out["mae"] = _mae_term(cfg, x, y, mask)
+        out["mae_map"] = e_map
+    if cfg.per_pixel:
+        axes = image_axes(cfg.spatial_dims)
+        out["dssim"] = weighted_mean(out["dssim_map"], centre, axes, 0.0)
+        out["mae"] = weighted_mean(out["mae_map"], centre, axes, 0.0)
     else:
-        s = ssim(x, y, **_ssim_kwargs(cfg), mask=mask)
-        out["ssim"] = s
-        out["dssim"] = _structural(cfg, s)
+        out["dssim"] = _structural(cfg, deficit)
         out["mae"] = _mae_term(cfg, x, y, mask)
     out["psnr"] = psnr(x, y, max_val=cfg.max_val, mask=mask, spatial_dims=cfg.spatial_dims)
+    # An image with NaN or inf in a valid pixel cannot be scored: every per-image value is
+    # NaN, whatever each term would make of it (a clipped MS-SSIM factor, an inf MAE).
+    finite = jnp.all(jnp.isfinite(x) & jnp.isfinite(y), axis=image_axes(cfg.spatial_dims))
+    for key in ("ssim", "ms_ssim", "dssim", "mae", "psnr"):
+        if key in out:
+            out[key] = jnp.where(finite, out[key], jnp.nan)
     return out
+
+
+def check_weights(weights) -> None:
+    """Raises unless `weights` is None or a dict of scalar weights (>= 0 where concrete)."""
+    if weights is None:
+        return
+    if not isinstance(weights, Mapping):
+        raise TypeError(
+            f"`weights` must be a dict {{'ssim': w_structural, 'mae': w_absolute}}, "
+            f"got {type(weights).__name__}."
+        )
+    unknown = sorted(set(weights) - set(WEIGHT_KEYS))
+    if unknown:
+        raise ValueError(
+            f"`weights` has unknown keys {unknown}; valid keys are {list(WEIGHT_KEYS)}."
+        )
+    for key, value in weights.items():
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            _validation.check_nonnegative(f"weights['{key}']", value)
+        elif jnp.ndim(value) != 0:
+            raise ValueError(f"`weights['{key}']` must be a scalar, got shape {jnp.shape(value)}.")
 
 
 def resolve_weights(cfg: LossConfig, weights, dtype):
     """(w_structural, w_absolute) from the config, replaced by `weights` entries."""
+    check_weights(weights)
     w = {"ssim": cfg.w_structural, "mae": cfg.w_absolute}
-    if weights is not None:
-        if not isinstance(weights, Mapping):
-            raise TypeError(
-                f"`weights` must be a dict {{'ssim': w_structural, 'mae': w_absolute}}, "
-                f"got {type(weights).__name__}."
-            )
-        unknown = sorted(set(weights) - set(WEIGHT_KEYS))
-        if unknown:
-            raise ValueError(
-                f"`weights` has unknown keys {unknown}; valid keys are {list(WEIGHT_KEYS)}."
-            )
-        for key, value in weights.items():
-            if isinstance(value, numbers.Real) and not isinstance(value, bool):
-                _validation.check_nonnegative(f"weights['{key}']", value)
-            else:
-                value = jnp.asarray(value)
-                if value.ndim != 0:
-                    raise ValueError(
-                        f"`weights['{key}']` must be a scalar, got shape {value.shape}."
-                    )
-            w[key] = value
+    w.update(weights or {})
     return jnp.asarray(w["ssim"], dtype), jnp.asarray(w["mae"], dtype)
 
 
@@ -189,6 +229,29 @@ def _combine(cfg: LossConfig, terms, weights):
     if cfg.return_map:
         return w_s * terms["dssim_map"] + w_a * terms["mae_map"], aux
     return per_image, aux
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _compiled(cfg: LossConfig, predictions, targets, mask, weights):
+    terms = evaluate_terms(cfg, predictions, targets, mask)
+    loss, aux = _combine(cfg, terms, weights)
+    return reduce(cfg, loss), aux
+
+
+def checked_arrays(predictions, targets, mask, weights):
+    """The checks that need concrete values, run before a compiled call; the arrays."""
+    predictions = _jit.normalize_dynamic("predictions", predictions)
+    targets = _jit.normalize_dynamic("targets", targets)
+    mask = _jit.normalize_dynamic("mask", mask)
+    check_mask_values(mask)
+    check_weights(weights)
+    return predictions, targets, mask
+
+
+def _call(cfg: LossConfig, predictions, targets, mask, weights):
+    """(loss, aux), compiled once per config, shapes and weights' structure (eager calls too)."""
+    predictions, targets, mask = checked_arrays(predictions, targets, mask, weights)
+    return _compiled(cfg, predictions, targets, mask, weights)
 
 
 def as_config(preset_or_config, overrides: Mapping) -> LossConfig:
@@ -232,20 +295,28 @@ def dssim_mae_loss(
 
     ``D`` is ``(1 - S) / 2`` (``dssim_form="half"``, the DSSIM of kornia and
     monodepth2) or ``1 - S`` (``"full"``, the "DSSIM" of Gaussian Splatting and
-    Zhao et al.), with ``S`` the SSIM (``structure="ssim"``) or MS-SSIM
-    (``"ms_ssim"``) of the image. ``M`` is the mean absolute error, divided by
-    ``max_val`` when ``normalize_mae`` so both terms lie on [0, 1]-like scales
-    whatever the data range.
+    Zhao et al.), with ``S`` the SSIM (``structure="ssim"``), the pyramid
+    MS-SSIM of Wang et al. (``"ms_ssim"``) or the full-resolution multi-sigma
+    MS-SSIM of Zhao et al. (``"multi_sigma"``, :func:`multi_sigma_ssim`) of the
+    image. ``M`` is the mean absolute error, divided by ``max_val`` when
+    ``normalize_mae`` so both terms lie on [0, 1]-like scales whatever the data
+    range.
 
     With ``mae_weighting="gaussian"`` (an option below), ``M`` follows Zhao et
     al.: ``|x - y|`` is filtered (valid correlation) with the Gaussian of the
-    coarsest scale, ``G_M`` of ``(filter_size - 1) * 2**(M - 1) + 1`` taps and
-    standard deviation ``filter_sigma * 2**(M - 1)`` (M = number of scales; 161
-    taps, sigma 24 for MS-SSIM's defaults, the window of the 5th scale seen at
-    full resolution), and averaged over positions and channels; i.e.
+    coarsest scale and averaged over positions and channels, i.e.
     ``M = sum_p w(p) mean_c |x - y|(p, c)`` with ``w`` that filter's footprint.
-    This is the authors' per-patch ``sum G_M * |x - y|`` (NVlabs/PL4NN), averaged
-    over every patch position.
+    For ``"multi_sigma"`` that window is the one of the largest sigma
+    (``filter_size`` taps): on a patch of ``filter_size`` pixels this is the
+    authors' ``sum G_8 * |x - y|`` (NVlabs/PL4NN ``MSSSIML1``). For the pyramid
+    it is the window of the M-th scale seen at full resolution,
+    ``(filter_size - 1) * 2**(M - 1) + 1`` taps and standard deviation
+    ``filter_sigma * 2**(M - 1)`` (161 taps, sigma 24 with the defaults).
+
+    Masked-out pixels are replaced by zeros before any arithmetic, so what
+    they hold (NaN, inf) never reaches the loss or its gradient. NaN or inf in
+    a valid pixel makes the loss NaN: a loss never reads better than perfect
+    for input it cannot score.
 
     For named recipes, logging both terms and schedules, use
     :func:`make_loss`; this function is the direct form.
@@ -256,19 +327,19 @@ def dssim_mae_loss(
       max_val: the data range (1.0 for [0, 1] data, 255 for 8-bit data).
       alpha: weight of ``D`` in [0, 1]; ``M`` gets ``1 - alpha``. May be a
         traced scalar.
-      structure: ``"ssim"`` or ``"ms_ssim"``.
+      structure: ``"ssim"``, ``"ms_ssim"`` or ``"multi_sigma"``.
       dssim_form: ``"half"`` or ``"full"``.
       normalize_mae: divide the MAE by ``max_val``.
       mask: optional weights broadcastable to the images (1 valid, 0 not);
-        ``structure="ssim"`` only. An image with an empty mask has loss 0.
+        not with ``structure="ms_ssim"``. An image with an empty mask has loss 0.
       reduction: ``"none"`` (per image), ``"mean"`` or ``"sum"``.
       return_map: return the per-pixel map ``alpha * D_map + (1 - alpha) *
         |x - y| / max_val`` on the SSIM map's grid (the window centres for
         ``padding="valid"``) instead of per-image values.
       **ssim_options: other :class:`LossConfig` fields: ``filter_size``,
         ``filter_sigma``, ``k1``, ``k2``, ``window``, ``padding``,
-        ``spatial_dims``, ``power_factors``, ``clip``, ``per_pixel``,
-        ``mae_weighting``.
+        ``spatial_dims``, ``power_factors``, ``sigmas``, ``clip``,
+        ``per_pixel``, ``mae_weighting``.
 
     Returns:
       The loss per image (shape ``predictions.shape[:-1 - spatial_dims]``), its
@@ -300,16 +371,15 @@ def dssim_mae_loss(
     if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
-        static_alpha = float(alpha)
     elif hasattr(alpha, "shape") and hasattr(alpha, "dtype"):
         if alpha.ndim != 0:
             raise ValueError(f"`alpha` must be a scalar, got shape {alpha.shape}.")
-        static_alpha = 0.5  # placeholder: the traced value is passed as weights below
     else:
         raise TypeError(f"`alpha` must be a number in [0, 1], got {alpha!r}.")
+    # The weights come from `alpha`, passed as data: one compilation for every alpha.
     cfg = LossConfig(
-        w_structural=static_alpha,
-        w_absolute=1.0 - static_alpha,
+        w_structural=0.5,
+        w_absolute=0.5,
         structure=structure,
         dssim_form=dssim_form,
         max_val=max_val,
@@ -318,9 +388,7 @@ def dssim_mae_loss(
         return_map=return_map,
         **ssim_options,
     )
-    terms = evaluate_terms(cfg, predictions, targets, mask)
-    loss, _ = _combine(cfg, terms, {"ssim": alpha, "mae": 1.0 - alpha})
-    return reduce(cfg, loss)
+    return _call(cfg, predictions, targets, mask, {"ssim": alpha, "mae": 1.0 - alpha})[0]
 
 
 def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Callable:
@@ -333,7 +401,8 @@ def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Call
       see :class:`LossConfig`), with ``D`` in the config's ``dssim_form``;
     * ``aux``: per-image values to log, computed from the same single SSIM
       evaluation: ``"ssim"`` (S of the structural term: SSIM, or MS-SSIM for
-      ``structure="ms_ssim"``, which also gets the key ``"ms_ssim"``),
+      ``structure="ms_ssim"`` and ``"multi_sigma"``, which also get the key
+      ``"ms_ssim"``),
       ``"dssim"`` (``D`` exactly as the loss uses it: the config's form,
       clipped if configured), ``"mae"`` (``M`` as the loss uses it: normalised
       and/or Gaussian-weighted), ``"psnr"`` (dB, ``max_val`` as data range) and
@@ -385,9 +454,7 @@ def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Call
         mask: ArrayLike | None = None,
         weights: Mapping[str, float | ArrayLike] | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        terms = evaluate_terms(cfg, predictions, targets, mask)
-        loss, aux = _combine(cfg, terms, weights)
-        return reduce(cfg, loss), aux
+        return _call(cfg, predictions, targets, mask, weights)
 
     loss_fn.config = cfg
     return loss_fn

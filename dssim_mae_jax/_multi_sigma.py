@@ -9,7 +9,9 @@ exponents.
 
 from __future__ import annotations
 
+import functools
 import numbers
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _filters, _ssim, _validation
+from dssim_mae_jax import _filters, _jit, _ssim, _validation
 
 # The standard deviations of the released loss layers (NVlabs/PL4NN, src/loss.py).
 ZHAO_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -41,24 +43,61 @@ def check_sigmas(sigmas) -> tuple[float, ...]:
     return tuple(float(s) for s in sigmas)
 
 
-def _specs(sigmas, filter_size, spatial_dims, padding):
-    """One SSIM spec per sigma (the same taps count and padding)."""
-    return tuple(
-        _ssim._Spec(_filters.gaussian_taps(filter_size, s), spatial_dims, padding) for s in sigmas
-    )
+class _Window(NamedTuple):
+    """One sigma's window: its taps, and how far inside the full window they start."""
+
+    spec: _ssim._Spec  # "valid" statistics with the kept taps
+    offset: int  # taps dropped at each end of the full `filter_size` window
 
 
-def _product_map(specs, largest: int, x, y, mask, c1, c2):
-    """``l_largest * prod_s cs_s``, each factor from the SSIM core and its analytic VJP.
+def _windows(sigmas, filter_size, spatial_dims, dtype) -> tuple[_Window, ...]:
+    """The windows of every sigma, each cut to the taps that can change a result.
 
-    Written as ``SSIM_largest * prod_{s != largest} cs_s`` (SSIM = l * cs), so
-    no factor is ever divided by another (cs may be 0). Only the map each
-    sigma contributes is differentiated (the other one gets a symbolic zero
-    cotangent, so its gradient terms are never computed).
+    Taps are normalised over the full ``filter_size`` window; the end taps below
+    ``eps**2`` of the centre tap (``eps`` of the compute dtype) are left out, as
+    a pair. Their total weight is below ``1e-13`` for float32 (below ``1e-36``
+    for float64), far under the rounding of any statistic, and they are most
+    of a small sigma's window (sigma 0.5 keeps 7 of 31 taps in float32), so
+    leaving them out saves filtering without changing a value.
+    """
+    floor = float(np.finfo(dtype).eps) ** 2
+    out = []
+    for sigma in sigmas:
+        taps = _filters.gaussian_taps(filter_size, sigma)
+        offset = 0
+        while filter_size - 2 * offset > 2 and max(taps[offset], taps[-1 - offset]) < floor * max(
+            taps
+        ):
+            offset += 1
+        kept = taps[offset : filter_size - offset]
+        out.append(_Window(_ssim._Spec(kept, spatial_dims, "valid"), offset))
+    return tuple(out)
+
+
+def _crop(v, axes, offset):
+    """`v` without `offset` samples at both ends of every axis in `axes`."""
+    if v is None or offset == 0:
+        return v
+    for axis in axes:
+        v = lax.slice_in_dim(v, offset, v.shape[axis] - offset, axis=axis % v.ndim)
+    return v
+
+
+def _product_map(windows, largest: int, x, y, mask, c1, c2):
+    """``l_largest * prod_s cs_s`` from padded images, each factor from the SSIM core.
+
+    Each sigma's statistics are the valid ones of its kept taps on the images
+    cropped by its offset: the same positions as the full window's. Written as
+    ``SSIM_largest * prod_{s != largest} cs_s`` (SSIM = l * cs), so no factor is
+    ever divided by another (cs may be 0). The analytic VJP of each factor
+    recomputes its statistics; only the map a sigma contributes is
+    differentiated (the other gets a symbolic zero cotangent, so its gradient
+    terms are never computed).
     """
     out = None
-    for i, spec in enumerate(specs):
-        s_map, cs_map = _ssim._ssim_cs_maps(spec, x, y, mask, c1, c2)
+    for i, (spec, offset) in enumerate(windows):
+        crop = functools.partial(_crop, axes=spec.axes, offset=offset)
+        s_map, cs_map = _ssim._ssim_cs_maps(spec, crop(x), crop(y), crop(mask), c1, c2)
         factor = s_map if i == largest else cs_map
         out = factor if out is None else out * factor
     return out
@@ -67,7 +106,11 @@ def _product_map(specs, largest: int, x, y, mask, c1, c2):
 def _prepare(
     predictions, targets, *, max_val, sigmas, filter_size, k1, k2, padding, spatial_dims, mask
 ):
-    """Checks every option; returns (specs, index of the largest sigma, x, y, mask, c1, c2)."""
+    """Checks every option; returns what `_product_map` and the mean need.
+
+    That is (windows, index of the largest sigma, its full-window spec, padded x
+    and y, padded mask, mask, c1, c2).
+    """
     _validation.check_spatial_dims(spatial_dims)
     x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
     sigmas = check_sigmas(sigmas)
@@ -92,12 +135,39 @@ def _prepare(
     # Statistics of the images divided by the data range, with C1 = k1^2 and
     # C2 = k2^2: the value does not depend on the units of the data.
     x, y = x / max_val, y / max_val
-    specs = _specs(sigmas, filter_size, spatial_dims, padding)
-    largest = int(np.argmax(sigmas))
+    # Padded once for every sigma; the statistics are then "valid" ones. As in
+    # `ssim`, "same" treats the zero padding as data (mask 1 there).
+    axes = tuple(range(-1 - spatial_dims, -1))
+    x, y = (_filters.pad_spatial(v, axes, filter_size, padding) for v in (x, y))
+    padded_mask = (
+        None if mask is None else _filters.pad_spatial(mask, axes, filter_size, padding, 1.0)
+    )
+    windows = _windows(sigmas, filter_size, spatial_dims, x.dtype)
+    full = _ssim._Spec(_filters.gaussian_taps(filter_size, max(sigmas)), spatial_dims, padding)
     c1, c2 = jnp.asarray(k1 * k1, x.dtype), jnp.asarray(k2 * k2, x.dtype)
-    return specs, largest, x, y, mask, c1, c2
+    return windows, int(np.argmax(sigmas)), full, x, y, padded_mask, mask, c1, c2
 
 
+def _check_max_val(value) -> None:
+    _validation.check_positive("max_val", value)
+
+
+def check_mask_values(mask) -> None:
+    """Concrete masks: weights >= 0 (traced ones are unknown until the call)."""
+    if mask is None or isinstance(mask, bool):
+        return
+    try:
+        values = np.asarray(mask)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return
+    if values.dtype != np.bool_ and np.issubdtype(values.dtype, np.number) and np.any(values < 0):
+        raise ValueError("`mask` must hold weights >= 0 (1 valid, 0 invalid), got negative values.")
+
+
+@_jit.jit_public(
+    ("sigmas", "filter_size", "k1", "k2", "padding", "spatial_dims", "return_map"),
+    checks={"max_val": _check_max_val, "mask": check_mask_values},
+)
 def multi_sigma_ssim(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -147,7 +217,10 @@ def multi_sigma_ssim(
 
     The gradient is analytic (the custom VJP of :func:`ssim`'s core for
     every factor) and finite for every finite input; it is exactly zero, and
-    the value exactly 1, where ``predictions == targets``.
+    the value exactly 1, where ``predictions == targets``. The function is
+    compiled once per input shape and option values, also when called
+    eagerly (the options are static; the images, ``max_val`` and ``mask`` may
+    be traced).
 
     Args:
       predictions: images ``[..., H, W, C]`` (``spatial_dims`` axes before
@@ -176,7 +249,7 @@ def multi_sigma_ssim(
     Returns:
       MS-SSIM per image, shape ``predictions.shape[:-1 - spatial_dims]``,
       float32 (float64 for float64 inputs); or the map. NaN or inf in a valid
-      pixel gives NaN.
+      pixel gives NaN (for the whole image, and its whole map).
 
     Raises:
       ValueError: mismatched shapes, too few dimensions, a spatial size
@@ -200,7 +273,7 @@ def multi_sigma_ssim(
       layers NVlabs/PL4NN ``src/loss.py`` (``MSSSIM``). kornia
       ``kornia.losses.MS_SSIMLoss`` (the sliding-window form).
     """
-    specs, largest, x, y, mask, c1, c2 = _prepare(
+    windows, largest, full, x, y, padded_mask, mask, c1, c2 = _prepare(
         predictions,
         targets,
         max_val=max_val,
@@ -212,7 +285,10 @@ def multi_sigma_ssim(
         spatial_dims=spatial_dims,
         mask=mask,
     )
-    value_map = _product_map(specs, largest, x, y, mask, c1, c2)
+    value_map = _product_map(windows, largest, x, y, padded_mask, c1, c2)
+    # NaN or inf in a valid pixel: the image cannot be scored (explicitly, whatever
+    # the arithmetic would make of it). Masked-out pixels are zeros by now.
+    bad = ~jnp.all(jnp.isfinite(x) & jnp.isfinite(y), axis=tuple(range(-1 - spatial_dims, 0)))
     if return_map:
-        return value_map
-    return _ssim._per_image_mean(specs[largest], value_map, mask)[0]
+        return jnp.where(bad.reshape(bad.shape + (1,) * (spatial_dims + 1)), jnp.nan, value_map)
+    return jnp.where(bad, jnp.nan, _ssim._per_image_mean(full, value_map, mask)[0])

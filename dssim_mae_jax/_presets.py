@@ -9,13 +9,13 @@ tracing starts.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import types
 
 from dssim_mae_jax import _validation
+from dssim_mae_jax._multi_sigma import ZHAO_FILTER_SIZE, ZHAO_SIGMAS, check_sigmas
 from dssim_mae_jax._ssim import MS_SSIM_WEIGHTS
 
-STRUCTURES = ("ssim", "ms_ssim")
+STRUCTURES = ("ssim", "ms_ssim", "multi_sigma")
 DSSIM_FORMS = ("half", "full")
 MAE_WEIGHTINGS = ("mean", "gaussian")
 REDUCTIONS = ("none", "mean", "sum")
@@ -28,13 +28,16 @@ class LossConfig:
     The per-image loss is ``w_structural * D + w_absolute * M`` where
 
     * ``D`` is the structural term: ``(1 - S) / 2`` (``dssim_form="half"``) or
-      ``1 - S`` (``"full"``), ``S`` being SSIM or MS-SSIM (``structure``);
+      ``1 - S`` (``"full"``), ``S`` being SSIM, the pyramid MS-SSIM of Wang et
+      al. or the full-resolution multi-sigma MS-SSIM of Zhao et al.
+      (``structure``);
       with ``clip`` it is clipped to its range ([0, 1] for ``"half"``, [0, 2]
       for ``"full"``);
     * ``M`` is the mean absolute error, divided by ``max_val`` when
       ``normalize_mae`` (so it is on the [0, 1] scale of ``D`` whatever the
       data range); with ``mae_weighting="gaussian"`` the absolute error is
-      seen through the Gaussian window of the coarsest SSIM scale (Zhao et al.).
+      seen through the Gaussian window of the coarsest SSIM scale (Zhao et al.:
+      the window of the largest sigma for ``structure="multi_sigma"``).
 
     With ``per_pixel`` both terms are combined per pixel on the SSIM map's
     grid and then averaged over pixels and channels (monodepth2); the
@@ -43,7 +46,9 @@ class LossConfig:
     Attributes:
       w_structural: weight of the structural term ``D`` (>= 0).
       w_absolute: weight of the absolute term ``M`` (>= 0).
-      structure: ``"ssim"`` or ``"ms_ssim"``.
+      structure: ``"ssim"`` (:func:`dssim_mae_jax.ssim`), ``"ms_ssim"`` (the
+        pyramid :func:`dssim_mae_jax.ms_ssim`) or ``"multi_sigma"``
+        (:func:`dssim_mae_jax.multi_sigma_ssim`, Zhao et al.'s own).
       dssim_form: ``"half"`` for ``(1 - S) / 2`` or ``"full"`` for ``1 - S``.
       max_val: the data range ``L`` (1.0 for [0, 1] data, 255 for 8-bit data);
         sets SSIM's constants and, with ``normalize_mae``, divides the MAE.
@@ -54,14 +59,17 @@ class LossConfig:
       mae_weighting: ``"mean"`` (plain mean of ``|x - y|``) or ``"gaussian"``
         (the mean over window positions of ``|x - y|`` weighted by the Gaussian
         of the coarsest scale; see :func:`dssim_mae_jax.dssim_mae_loss`).
-      filter_size: SSIM window size in taps.
-      filter_sigma: SSIM Gaussian window standard deviation.
+      filter_size: SSIM window size in taps (of every window for ``"multi_sigma"``).
+      filter_sigma: SSIM Gaussian window standard deviation (not used by
+        ``"multi_sigma"``, whose windows are ``sigmas``).
       k1: SSIM luminance constant.
       k2: SSIM contrast constant.
       window: ``"gaussian"`` or ``"uniform"``.
       padding: ``"valid"``, ``"same"`` (zero) or ``"reflect"``.
       spatial_dims: spatial axes before the channel axis (1, 2 or 3).
       power_factors: MS-SSIM scale weights (``structure="ms_ssim"`` only).
+      sigmas: the Gaussian standard deviations of ``structure="multi_sigma"``
+        (luminance from the largest).
       reduction: ``"none"`` (per-image loss, the default), ``"mean"`` or
         ``"sum"`` over the batch (the ``aux`` values stay per image).
       return_map: return the per-pixel loss map instead of the per-image loss
@@ -95,6 +103,7 @@ class LossConfig:
     padding: str = "valid"
     spatial_dims: int = 2
     power_factors: tuple[float, ...] = MS_SSIM_WEIGHTS
+    sigmas: tuple[float, ...] = ZHAO_SIGMAS
     reduction: str = "none"
     return_map: bool = False
 
@@ -116,17 +125,11 @@ class LossConfig:
         for name in ("normalize_mae", "clip", "per_pixel", "return_map"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
-        factors = self.power_factors
-        if (
-            not isinstance(factors, tuple | list)
-            or not factors
-            or not all(isinstance(f, numbers.Real) and f >= 0 for f in factors)
-        ):
-            raise ValueError(
-                f"`power_factors` must be a non-empty sequence of numbers >= 0, got {factors!r}."
-            )
         # Lists are accepted for convenience but stored as tuples: configs stay hashable.
-        object.__setattr__(self, "power_factors", tuple(float(f) for f in factors))
+        object.__setattr__(
+            self, "power_factors", _validation.check_power_factors(self.power_factors)
+        )
+        object.__setattr__(self, "sigmas", check_sigmas(self.sigmas))
         if self.structure == "ms_ssim":
             for name, value, needed in (
                 ("window", self.window, "gaussian"),
@@ -141,6 +144,11 @@ class LossConfig:
                         f"(MS-SSIM is a per-image product over scales with valid Gaussian "
                         f"statistics); use {name}={needed!r} or structure='ssim'."
                     )
+        if self.structure == "multi_sigma" and self.window != "gaussian":
+            raise ValueError(
+                f"`window`={self.window!r} is not supported with structure='multi_sigma' "
+                "(its windows are Gaussians of the given `sigmas`); use window='gaussian'."
+            )
         if (self.per_pixel or self.return_map) and self.mae_weighting != "mean":
             raise ValueError(
                 f"`mae_weighting`={self.mae_weighting!r} needs per-image terms; per_pixel and "
@@ -190,8 +198,24 @@ PRESETS: types.MappingProxyType[str, LossConfig] = types.MappingProxyType(
             filter_size=3,
             padding="reflect",
         ),
-        # Zhao et al. 2017: 0.84 * (1 - MS-SSIM) + 0.16 * G_{sigma_M} * L1.
+        # Zhao et al. 2017 as they ran it (NVlabs/PL4NN, MSSSIML1 with the paper's alpha):
+        # 0.84 * (1 - MS-SSIM) + 0.16 * G_8-weighted L1, MS-SSIM at full resolution with
+        # 31-tap Gaussians of sigmas 0.5 .. 8 (their 31x31 patch), luminance from sigma 8.
         "zhao-mix": LossConfig(
+            w_structural=0.84,
+            w_absolute=0.16,
+            structure="multi_sigma",
+            dssim_form="full",
+            max_val=1.0,
+            mae_weighting="gaussian",
+            filter_size=ZHAO_FILTER_SIZE,
+            sigmas=ZHAO_SIGMAS,
+        ),
+        # The same mix on the pyramid MS-SSIM of Wang et al. (5 scales, 11-tap windows,
+        # images of 161 pixels or more), L1 weighted by the 5th scale's window seen at full
+        # resolution (161 taps, sigma 24): what MS-SSIM+L1 ports built on pytorch_msssim or
+        # tf.image.ssim_multiscale compute. Not what Zhao et al. ran.
+        "ms-ssim-pyramid-mix": LossConfig(
             w_structural=0.84,
             w_absolute=0.16,
             structure="ms_ssim",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -14,7 +14,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _filters, _validation
+from dssim_mae_jax import _filters, _jit, _metrics, _validation
 
 # MS-SSIM scale weights of Wang, Simoncelli & Bovik (2003). They sum to 1.0001;
 # kept as published, as the MATLAB reference and tf.image.ssim_multiscale do.
@@ -223,15 +223,15 @@ def _ssim_cs_maps_bwd(spec, residuals, cotangents):
 _ssim_cs_maps.defvjp(_ssim_cs_maps_fwd, _ssim_cs_maps_bwd, symbolic_zeros=True)
 
 
-def _constants(max_val, k1, k2, dtype):
-    _validation.check_positive("max_val", max_val)
-    _validation.check_nonnegative("k1", k1)
-    _validation.check_nonnegative("k2", k2)
-    # The data range is a constant of the metric: no gradient flows into it.
-    max_val = lax.stop_gradient(jnp.asarray(max_val, dtype))
-    if max_val.ndim != 0:
-        raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
-    return (k1 * max_val) ** 2, (k2 * max_val) ** 2
+def _constants(k1, k2, dtype):
+    """C1 and C2 of images divided by their data range: ``k1^2`` and ``k2^2``."""
+    constants = []
+    for name, k in (("k1", k1), ("k2", k2)):
+        _validation.check_nonnegative(name, k)
+        if float(k) > math.sqrt(float(np.finfo(dtype).max)):
+            raise ValueError(f"`{name}` ** 2 must be finite in {np.dtype(dtype).name}, got {k}.")
+        constants.append(jnp.asarray(float(k) ** 2, dtype))
+    return tuple(constants)
 
 
 def _unit_mean(values, weights, axes, deficits=None):
@@ -242,7 +242,10 @@ def _unit_mean(values, weights, axes, deficits=None):
     (a map of exact ones stays exactly 1 even where XLA divides by multiplying
     with a rounded reciprocal, and small dissimilarities keep their digits),
     below 1/2 from the values (tiny similarities keep their relative
-    precision). All-zero weights give (1, 0): nothing observed, nothing lost.
+    precision). All-zero weights give (1, 0): nothing observed, nothing lost;
+    NaN weights or values give NaN. Weighted sums are divided by the total
+    weight, as ``jnp.mean`` divides by the count, so all-ones weights give
+    exactly the unweighted mean.
     """
     if deficits is None:
         deficits = 1.0 - values
@@ -250,10 +253,10 @@ def _unit_mean(values, weights, axes, deficits=None):
         mean, deficit = jnp.mean(values, axis=axes), jnp.mean(deficits, axis=axes)
     else:
         total = jnp.sum(weights, axis=axes)
-        has = total > 0
-        inv = jnp.where(has, 1.0 / jnp.where(has, total, 1.0), 0.0)
-        mean = jnp.where(has, jnp.sum(values * weights, axis=axes) * inv, 1.0)
-        deficit = jnp.sum(deficits * weights, axis=axes) * inv
+        nothing = total == 0
+        safe = jnp.where(nothing, 1.0, total)
+        mean = jnp.where(nothing, 1.0, jnp.sum(values * weights, axis=axes) / safe)
+        deficit = jnp.where(nothing, 0.0, jnp.sum(deficits * weights, axis=axes) / safe)
     small = mean < 0.5
     return jnp.where(small, mean, 1.0 - deficit), jnp.where(small, 1.0 - mean, deficit)
 
@@ -265,16 +268,129 @@ def _center_weights(spec: _Spec, mask):
     return _filters.crop_to_centers(mask, spec.axes, len(spec.taps))
 
 
+def ms_ssim_min_size(filter_size: int, num_scales: int) -> int:
+    """The smallest spatial size MS-SSIM with `num_scales` scales accepts.
+
+    Each 2x pooling halves a size (rounding up: odd sizes repeat their last
+    sample), and the coarsest scale must still hold `filter_size` samples:
+    ``ceil(n / 2**(num_scales - 1)) >= filter_size``, i.e.
+    ``n >= (filter_size - 1) * 2**(num_scales - 1) + 1`` (161 for the
+    default 11 taps and 5 scales, as ``tf.image.ssim_multiscale`` requires).
+    """
+    return (filter_size - 1) * 2 ** (num_scales - 1) + 1
+
+
+def _window_size(window, filter_size) -> tuple[str | tuple[float, ...], int]:
+    """(checked window, number of taps): a data window sets the size."""
+    window = _validation.check_window(window)
+    if filter_size is not None:
+        _validation.check_positive("filter_size", filter_size, integer=True)
+    if isinstance(window, tuple):
+        if filter_size is not None and filter_size != len(window):
+            raise ValueError(
+                f"`filter_size` ({filter_size}) must be None or the number of taps of `window` "
+                f"({len(window)}) when `window` is a sequence of taps."
+            )
+        return window, len(window)
+    return window, 11 if filter_size is None else filter_size
+
+
+class _Prepared(NamedTuple):
+    """Validated inputs of one SSIM evaluation, divided by `max_val`."""
+
+    spec: _Spec
+    x: jnp.ndarray
+    y: jnp.ndarray
+    mask: jnp.ndarray | None  # broadcast to the images, constant
+    c1: jnp.ndarray
+    c2: jnp.ndarray
+    bad: jnp.ndarray  # per image: a NaN or inf among the valid pixels
+
+
+def _inputs(predictions, targets, spatial_dims):
+    _validation.check_spatial_dims(spatial_dims)
+    return _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
+
+
+def _prepare(
+    x, y, *, max_val, filter_size, filter_sigma, k1, k2, window, padding, spatial_dims, mask
+) -> _Prepared:
+    """Checks the options and returns the images ready for :func:`_ssim_cs_maps`.
+
+    `x` and `y` come from :func:`_inputs`. Masked-out pixels are zeroed before
+    any arithmetic (whatever they hold, NaN included, reaches neither values
+    nor gradients), and both images are divided by `max_val`, so that the
+    statistics (with ``C1 = k1^2``, ``C2 = k2^2``) and their gradients do not
+    depend on the data range.
+    """
+    window, filter_size = _window_size(window, filter_size)
+    _validation.check_positive("filter_sigma", filter_sigma)
+    _validation.check_choice("padding", padding, _validation.PADDINGS)
+    _validation.check_min_size(
+        x.shape, spatial_dims, filter_size, f"the window has filter_size={filter_size} taps"
+    )
+    _validation.check_positive("max_val", max_val)
+    max_val = jnp.asarray(max_val, x.dtype)
+    if max_val.ndim != 0:
+        raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
+    c1, c2 = _constants(k1, k2, x.dtype)
+    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
+    if mask is not None:
+        # Masks are constant weights: no gradient flows into them.
+        mask = lax.stop_gradient(mask)
+    x, y = _metrics.zero_masked_out(mask, x, y)
+    bad = _metrics.nonfinite_images(x, y, spatial_dims)
+    taps = _filters.window_taps(window, filter_size, filter_sigma, x.dtype)
+    spec = _Spec(taps, spatial_dims, padding)
+    x, y = _metrics.scale_pair(_metrics.reciprocal(max_val), x, y)
+    return _Prepared(spec, x, y, mask, c1, c2, bad)
+
+
+def _ssim_map(predictions, targets, *, spatial_dims, return_map, **options):
+    """(spec, SSIM map, mask, bad) for :func:`ssim` and :func:`dssim`."""
+    _validation.check_bool("return_map", return_map)
+    x, y = _inputs(predictions, targets, spatial_dims)
+    p = _prepare(x, y, spatial_dims=spatial_dims, **options)
+    s_map, _ = _ssim_cs_maps(p.spec, p.x, p.y, p.mask, p.c1, p.c2)
+    return p.spec, s_map, p.mask, p.bad
+
+
+def _per_image_mean(spec: _Spec, s_map, mask):
+    """(mean SSIM, mean 1 - SSIM) per image: over positions, then channels."""
+    per_channel, per_channel_deficit = _unit_mean(s_map, _center_weights(spec, mask), spec.axes)
+    return _unit_mean(per_channel, None, -1, per_channel_deficit)
+
+
+def _check_max_val(value):
+    _validation.check_positive("max_val", value)
+
+
+# Arguments of the public functions checked on their concrete values before
+# the compiled call (see _jit.jit_public).
+_CHECKS = {"max_val": _check_max_val, "mask": _validation.check_mask_values}
+_SSIM_STATIC = (
+    "filter_size",
+    "filter_sigma",
+    "k1",
+    "k2",
+    "window",
+    "padding",
+    "spatial_dims",
+    "return_map",
+)
+
+
+@_jit.jit_public(_SSIM_STATIC, checks=_CHECKS)
 def ssim(
     predictions: ArrayLike,
     targets: ArrayLike,
     *,
     max_val: float | ArrayLike,
-    filter_size: int = 11,
+    filter_size: int | None = None,
     filter_sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
-    window: str = "gaussian",
+    window: str | Sequence[float] = "gaussian",
     padding: str = "valid",
     spatial_dims: int = 2,
     mask: ArrayLike | None = None,
@@ -302,15 +418,20 @@ def ssim(
     * ``padding="reflect"``: mirror padding without repeating the edge sample
       (numpy ``"reflect"``; kornia, torchmetrics >= Sept. 2024, monodepth2), full map.
     * ``window="uniform"``: a ``filter_size`` box window (monodepth2 uses a
-      3x3 box with reflect padding).
+      3x3 box with reflect padding), or ``window=`` any 1-D sequence of taps.
     * ``spatial_dims=3`` for volumes ``[..., D, H, W, C]`` (the same separable
       window along the third axis), ``spatial_dims=1`` for signals ``[..., L, C]``.
 
-    Statistics are computed in float32 (float64 for float64 inputs) from
-    elementwise operations only, so TF32/bf16 matmul defaults cannot degrade
-    them. The gradient is analytic (a custom VJP that recomputes the local
-    moments) and finite for every finite input; it is exactly zero where
-    ``predictions == targets``.
+    Both images are divided by ``max_val`` first (then ``C1 = k1^2``,
+    ``C2 = k2^2``), so values and gradients do not depend on the data range
+    (float32 is accurate from ``max_val=1e-12`` to ``1e12``). Statistics are
+    computed in float32 (float64 for float64 inputs) from elementwise
+    operations only, so TF32/bf16 matmul defaults cannot degrade them; the
+    window taps sum to exactly 1 in that dtype. The gradient is analytic (a
+    custom VJP that recomputes the local moments) and finite for every finite
+    input; it is exactly zero where ``predictions == targets``. An image with
+    a NaN or inf among its (unmasked) pixels gets NaN, never a score. The
+    function is compiled once per shape and options, also when called eagerly.
 
     Args:
       predictions: images ``[..., H, W, C]`` (any float dtype, or integers, which
@@ -319,22 +440,30 @@ def ssim(
       max_val: the data range ``L`` (1.0 for [0, 1] data, 255 for uint8). A
         positive scalar; it may be a traced array (treated as a constant: no
         gradient flows into it).
-      filter_size: window size in taps along each spatial axis.
+      filter_size: window size in taps along each spatial axis; None means 11
+        for a named window and the number of taps for a window given as data.
+        Options (``filter_size``, ``k1``, ...) may be Python or NumPy scalars
+        or concrete 0-d arrays, not traced values.
       filter_sigma: standard deviation of the Gaussian window (ignored for
-        ``window="uniform"``).
+        other windows).
       k1: luminance stabiliser constant.
       k2: contrast stabiliser constant.
-      window: ``"gaussian"`` or ``"uniform"``.
+      window: ``"gaussian"``, ``"uniform"``, or the 1-D taps of a separable
+        window as a sequence of finite numbers >= 0 (scaled to sum 1), as
+        ``dm_pix.ssim(filter_fn=...)`` or ``pytorch_msssim`` ``win=`` allow.
       padding: ``"valid"``, ``"same"`` or ``"reflect"``.
       spatial_dims: number of spatial axes before the channel axis (1, 2 or 3).
       mask: optional weights broadcastable to the images (``[..., H, W, 1]`` or
         ``[..., H, W, C]``), 1 for valid pixels and 0 for invalid ones. Local
         statistics use only valid pixels (normalised by the filtered mask) and
-        the map is averaged with the mask at each window's centre as weight. An
+        the map is averaged with the mask at each window's centre as weight.
+        Masked-out pixels are set to 0 before any arithmetic: what they hold
+        (NaN and inf included) changes neither the value nor the gradient. An
         image (channel) whose weights are all zero gets SSIM 1. With
         ``padding="same"`` the zero padding counts as valid data, so an
         all-ones mask gives exactly the unmasked result. The mask is treated as
-        constant weights (no gradient flows into it).
+        constant weights (no gradient flows into it); a concrete mask must be
+        finite and >= 0 (a traced NaN weight gives NaN).
       return_map: return the per-channel SSIM map instead of its mean. Its shape
         is ``[..., H - filter_size + 1, W - filter_size + 1, C]`` for
         ``"valid"`` and ``[..., H, W, C]`` for ``"same"`` and ``"reflect"``
@@ -343,14 +472,18 @@ def ssim(
 
     Returns:
       SSIM per image, shape ``predictions.shape[:-1 - spatial_dims]``, float32
-      (float64 for float64 inputs); or the map when ``return_map=True``.
+      (float64 for float64 inputs); or the map when ``return_map=True``. NaN
+      for an image holding NaN or inf.
 
     Raises:
-      ValueError: mismatched shapes, too few dimensions, a spatial size smaller
-        than ``filter_size``, an unknown ``window``/``padding``, a non-positive
-        ``filter_size``/``filter_sigma``/``max_val``, a mask that does not
-        broadcast.
-      TypeError: non-numeric inputs or options of the wrong type.
+      ValueError: mismatched shapes, too few dimensions, empty spatial or
+        channel axes, a spatial size smaller than ``filter_size``, an unknown
+        ``window``/``padding``, bad window taps, a non-positive
+        ``filter_size``/``filter_sigma``/``max_val``, negative ``k1``/``k2``,
+        a mask that does not broadcast or holds negative or non-finite weights.
+      TypeError: non-numeric inputs, options of the wrong type (a non-int
+        ``filter_size`` or ``spatial_dims``, a non-bool ``return_map``) or
+        traced values given for options.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -360,77 +493,44 @@ def ssim(
       1.0
       >>> ssim(x, 1.0 - x, max_val=1.0).shape
       (1,)
+      >>> float(ssim(x, x, max_val=1.0, window=[1, 2, 1])[0])
+      1.0
 
     References:
       Z. Wang, A. C. Bovik, H. R. Sheikh and E. P. Simoncelli, "Image quality
       assessment: from error visibility to structural similarity", IEEE TIP 13(4),
       2004. Default semantics match ``tf.image.ssim`` and ``dm_pix.ssim``.
     """
-    spec, s_map, mask = _ssim_map(predictions, targets, **_options(locals()))
-    if return_map:
-        return s_map
-    return _per_image_mean(spec, s_map, mask)[0]
-
-
-_OPTION_NAMES = (
-    "max_val",
-    "filter_size",
-    "filter_sigma",
-    "k1",
-    "k2",
-    "window",
-    "padding",
-    "spatial_dims",
-    "mask",
-)
-
-
-def _options(namespace: dict) -> dict:
-    return {name: namespace[name] for name in _OPTION_NAMES}
-
-
-def _ssim_map(predictions, targets, *, spatial_dims, **options):
-    """Validates the inputs and returns (spec, SSIM map, broadcast mask)."""
-    _validation.check_spatial_dims(spatial_dims)
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
-    spec, mask, c1, c2 = _prepare(x, spatial_dims=spatial_dims, **options)
-    s_map, _ = _ssim_cs_maps(spec, x, y, mask, c1, c2)
-    return spec, s_map, mask
-
-
-def _per_image_mean(spec: _Spec, s_map, mask):
-    """(mean SSIM, mean 1 - SSIM) per image: over positions, then channels."""
-    per_channel, per_channel_deficit = _unit_mean(s_map, _center_weights(spec, mask), spec.axes)
-    return _unit_mean(per_channel, None, -1, per_channel_deficit)
-
-
-def _prepare(x, *, max_val, filter_size, filter_sigma, k1, k2, window, padding, spatial_dims, mask):
-    _validation.check_positive("filter_size", filter_size, integer=True)
-    _validation.check_positive("filter_sigma", filter_sigma)
-    _validation.check_choice("window", window, _validation.WINDOWS)
-    _validation.check_choice("padding", padding, _validation.PADDINGS)
-    _validation.check_min_size(
-        x.shape, spatial_dims, filter_size, f"the window has filter_size={filter_size} taps"
+    spec, s_map, mask, bad = _ssim_map(
+        predictions,
+        targets,
+        max_val=max_val,
+        filter_size=filter_size,
+        filter_sigma=filter_sigma,
+        k1=k1,
+        k2=k2,
+        window=window,
+        padding=padding,
+        spatial_dims=spatial_dims,
+        mask=mask,
+        return_map=return_map,
     )
-    c1, c2 = _constants(max_val, k1, k2, x.dtype)
-    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-    if mask is not None:
-        # Masks are constant weights: no gradient flows into them.
-        mask = lax.stop_gradient(mask)
-    spec = _Spec(_filters.window_taps(window, filter_size, filter_sigma), spatial_dims, padding)
-    return spec, mask, c1, c2
+    if return_map:
+        return _metrics.nan_where(bad, s_map, spatial_dims + 1)
+    return _metrics.nan_where(bad, _per_image_mean(spec, s_map, mask)[0])
 
 
+@_jit.jit_public(_SSIM_STATIC, checks=_CHECKS)
 def dssim(
     predictions: ArrayLike,
     targets: ArrayLike,
     *,
     max_val: float | ArrayLike,
-    filter_size: int = 11,
+    filter_size: int | None = None,
     filter_sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
-    window: str = "gaussian",
+    window: str | Sequence[float] = "gaussian",
     padding: str = "valid",
     spatial_dims: int = 2,
     mask: ArrayLike | None = None,
@@ -441,7 +541,7 @@ def dssim(
     This is the DSSIM of kornia, monodepth/monodepth2 and keras-contrib. Papers
     that write "DSSIM" for ``1 - SSIM`` (3D Gaussian Splatting, Zhao et al.) use
     twice this value; the losses in this package offer both forms
-    (``dssim_form="half"`` or ``"full"``).
+    (``dssim_form="half"`` or ``"full"``). NaN for an image holding NaN or inf.
 
     Args:
       predictions: images ``[..., H, W, C]``.
@@ -460,6 +560,10 @@ def dssim(
     Returns:
       DSSIM per image (or its map), float32 (float64 for float64 inputs).
 
+    Raises:
+      ValueError: as :func:`ssim`.
+      TypeError: as :func:`ssim`.
+
     Examples:
       >>> import jax.numpy as jnp
       >>> from dssim_mae_jax import dssim
@@ -471,17 +575,30 @@ def dssim(
       Z. Wang et al., IEEE TIP 2004 (SSIM); C. Godard et al., "Digging into
       self-supervised monocular depth estimation", ICCV 2019 (this DSSIM form).
     """
-    spec, s_map, mask = _ssim_map(predictions, targets, **_options(locals()))
+    spec, s_map, mask, bad = _ssim_map(
+        predictions,
+        targets,
+        max_val=max_val,
+        filter_size=filter_size,
+        filter_sigma=filter_sigma,
+        k1=k1,
+        k2=k2,
+        window=window,
+        padding=padding,
+        spatial_dims=spatial_dims,
+        mask=mask,
+        return_map=return_map,
+    )
     if return_map:
-        return (1.0 - s_map) / 2.0
-    return _per_image_mean(spec, s_map, mask)[1] / 2.0
+        return _metrics.nan_where(bad, (1.0 - s_map) / 2.0, spatial_dims + 1)
+    return _metrics.nan_where(bad, _per_image_mean(spec, s_map, mask)[1] / 2.0)
 
 
 @jax.custom_jvp
 def _relu_pow(v, w):
-    """``max(v, 0) ** w`` with a finite derivative everywhere (0 for v <= 0)."""
-    positive = v > 0
-    return jnp.where(positive, jnp.where(positive, v, 1.0) ** w, 0.0)
+    """``max(v, 0) ** w`` with a finite derivative for finite v (0 for v <= 0); NaN stays NaN."""
+    clipped = v <= 0
+    return jnp.where(clipped, 0.0, jnp.where(clipped, 1.0, v) ** w)
 
 
 @_relu_pow.defjvp
@@ -489,68 +606,166 @@ def _relu_pow_jvp(primals, tangents):
     v, w = primals
     dv, dw = tangents
     out = _relu_pow(v, w)
-    positive = v > 0
-    floored = jnp.maximum(v, _POW_GRAD_FLOOR)
-    d_v = jnp.where(positive, w * floored ** (w - 1.0), 0.0)
-    d_w = jnp.where(positive, out * jnp.log(jnp.where(positive, v, 1.0)), 0.0)
+    clipped = v <= 0
+    safe = jnp.where(clipped, 1.0, v)
+    floored = jnp.maximum(safe, _POW_GRAD_FLOOR)
+    d_v = jnp.where(clipped, 0.0, w * floored ** (w - 1.0))
+    d_w = jnp.where(clipped, 0.0, out * jnp.log(safe))
     return out, d_v * dv + d_w * dw
 
 
-def _downsample2x(x: jnp.ndarray) -> jnp.ndarray:
-    """2x2 average pooling; odd sizes first repeat the last row/column.
+def _pool2(x: jnp.ndarray, axes: tuple[int, ...]) -> jnp.ndarray:
+    """2x average pooling along `axes`; odd sizes first repeat their last sample.
 
-    This is tf.image.ssim_multiscale's rule (symmetric padding of the bottom and
-    right edges by the remainder, then VALID 2x2 pooling).
+    This is tf.image.ssim_multiscale's rule in 2-D (symmetric padding of the
+    bottom and right edges by the remainder, then VALID 2x2 pooling), applied
+    to every spatial axis (2x2x2 for volumes).
     """
-    h, w = x.shape[-3], x.shape[-2]
-    if h % 2 or w % 2:
-        widths = [(0, 0)] * (x.ndim - 3) + [(0, h % 2), (0, w % 2), (0, 0)]
+    widths = [(0, 0)] * x.ndim
+    for axis in axes:
+        widths[axis % x.ndim] = (0, x.shape[axis] % 2)
+    if any(w[1] for w in widths):
         x = jnp.pad(x, widths, mode="symmetric")
-        h, w = x.shape[-3], x.shape[-2]
-    x = x.reshape(*x.shape[:-3], h // 2, 2, w // 2, 2, x.shape[-1])
-    return jnp.mean(x, axis=(-4, -2))
+    first = axes[0] % x.ndim
+    shape = list(x.shape[:first])
+    for axis in axes:
+        shape += [x.shape[axis] // 2, 2]
+    x = x.reshape(*shape, x.shape[-1])
+    return jnp.mean(x, axis=tuple(range(first + 1, first + 2 * len(axes), 2)))
 
 
+def _downsample(spec: _Spec, x, y, mask):
+    """The next MS-SSIM scale of both images and of the mask.
+
+    With a mask, the images are pooled as a normalised convolution (the
+    pooled ``x * mask`` divided by the pooled mask, 0 where it is 0): masked-out
+    pixels do not leak into the coarser scales, and the pooled mask weights the
+    statistics there. An all-ones mask pools to exactly ones.
+    """
+    if mask is None:
+        return _pool2(x, spec.axes), _pool2(y, spec.axes), None
+    m = _pool2(mask, spec.axes)
+    has = m > 0
+    safe = jnp.where(has, m, 1.0)
+    x = jnp.where(has, _pool2(x * mask, spec.axes) / safe, 0.0)
+    y = jnp.where(has, _pool2(y * mask, spec.axes) / safe, 0.0)
+    return x, y, m
+
+
+def _scale_weights(shape, spatial_dims, filter_size, power_factors, fit_scales):
+    """The weights of the scales used: all of them, or as many as fit (renormalised)."""
+    levels = len(power_factors)
+    smallest = min(shape[-1 - spatial_dims : -1])
+    if fit_scales:
+        fit = sum(smallest >= ms_ssim_min_size(filter_size, k) for k in range(1, levels + 1))
+        if 0 < fit < levels:
+            kept = power_factors[:fit]
+            total = math.fsum(kept)
+            if total <= 0:
+                raise ValueError(
+                    f"With fit_scales=True only {fit} scale(s) fit spatial shape "
+                    f"{tuple(shape[-1 - spatial_dims : -1])}, and their `power_factors` "
+                    f"{kept} sum to 0."
+                )
+            return tuple(w / total for w in kept)
+        levels = max(fit, 1)
+    min_size = ms_ssim_min_size(filter_size, levels)
+    _validation.check_min_size(
+        shape,
+        spatial_dims,
+        min_size,
+        f"MS-SSIM with {levels} scales and filter_size={filter_size} needs "
+        f"(filter_size - 1) * 2**(scales - 1) + 1 = {min_size}",
+    )
+    return power_factors
+
+
+@_jit.jit_public(
+    (
+        "power_factors",
+        "filter_size",
+        "filter_sigma",
+        "k1",
+        "k2",
+        "window",
+        "spatial_dims",
+        "fit_scales",
+    ),
+    checks=_CHECKS,
+)
 def ms_ssim(
     predictions: ArrayLike,
     targets: ArrayLike,
     *,
     max_val: float | ArrayLike,
-    power_factors: tuple[float, ...] = MS_SSIM_WEIGHTS,
-    filter_size: int = 11,
+    power_factors: Sequence[float] = MS_SSIM_WEIGHTS,
+    filter_size: int | None = None,
     filter_sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    window: str | Sequence[float] = "gaussian",
+    spatial_dims: int = 2,
+    mask: ArrayLike | None = None,
+    fit_scales: bool = False,
 ) -> jax.Array:
     r"""Multi-scale SSIM of each image in a batch.
 
     ``MS-SSIM = prod_{j<M} cs_j^{w_j} * ssim_M^{w_M}`` per channel, then the mean
     over channels, where ``cs_j`` is the mean contrast-structure term
     ``(2 cov + C2) / (var_x + var_y + C2)`` at scale ``j`` and ``ssim_M`` the
-    mean SSIM at the coarsest scale; scales are separated by 2x2 average pooling
-    (odd sizes first repeat the last row/column). Negative terms count as 0, as
-    in ``tf.image.ssim_multiscale``; the gradient stays finite there (it is 0
-    for a negative term, and evaluated at ``max(term, 1e-4)`` for a tiny
-    positive one, where ``term ** w`` is infinitely steep).
+    mean SSIM (luminance included) at the coarsest scale; scales are separated
+    by 2x average pooling along every spatial axis (2x2 for images, 2x2x2 for
+    volumes; odd sizes first repeat their last sample). Negative terms count as
+    0, as in ``tf.image.ssim_multiscale``; the gradient stays finite there (it
+    is 0 for a negative term, and evaluated at ``max(term, 1e-4)`` for a tiny
+    positive one, where ``term ** w`` is infinitely steep). A NaN term stays
+    NaN: an image holding NaN or inf gets NaN. Statistics are computed on the
+    images divided by ``max_val`` (scale invariant), as in :func:`ssim`.
+
+    With the defaults and without a mask this is ``tf.image.ssim_multiscale``
+    (which matches the authors' MATLAB code). **With** ``fit_scales=True`` **and
+    an image too small for every scale, it is not**: only as many scales are
+    used as the image allows and their weights are renormalised to sum to 1.
 
     Args:
-      predictions: images ``[..., H, W, C]``; H and W at least
-        ``(filter_size - 1) * 2 ** (len(power_factors) - 1) + 1`` (161 with the
-        defaults).
+      predictions: images ``[..., H, W, C]`` (``[..., L, C]`` or
+        ``[..., D, H, W, C]`` with ``spatial_dims``); every spatial size at
+        least ``(filter_size - 1) * 2 ** (len(power_factors) - 1) + 1`` (161
+        with the defaults) unless ``fit_scales=True``.
       targets: images of the same shape.
-      max_val: the data range.
-      power_factors: the weight of each scale, finest first; its length is the
-        number of scales.
-      filter_size: Gaussian window size in taps.
+      max_val: the data range (a positive scalar, possibly traced; constant).
+      power_factors: the weight of each scale, finest first (finite, >= 0,
+        not all 0); its length is the number of scales. Kept as given (the
+        published weights sum to 1.0001, as in TF and MATLAB).
+      filter_size: window size in taps (None: 11, or the number of taps of a
+        window given as data).
       filter_sigma: Gaussian window standard deviation.
       k1: luminance stabiliser constant.
       k2: contrast stabiliser constant.
+      window: ``"gaussian"``, ``"uniform"`` or a 1-D sequence of taps, as in
+        :func:`ssim`.
+      spatial_dims: number of spatial axes before the channel axis (1, 2 or 3).
+      mask: optional weights broadcastable to the images (1 valid, 0 invalid).
+        Masked-out pixels are set to 0 before any arithmetic (NaN and inf
+        included, they reach neither value nor gradient). The mask is pooled
+        with the images at every scale (the images as a normalised
+        convolution: pooled ``x * mask`` over the pooled mask), and at each
+        scale the statistics are weighted as in :func:`ssim`. An all-ones mask
+        gives exactly the unmasked result; an image whose mask is empty gets 1.
+      fit_scales: use as many scales as the image allows (the largest ``M <=
+        len(power_factors)`` whose minimum size it meets; the coarsest kept
+        scale takes the full SSIM) with the first ``M`` weights renormalised to
+        sum to 1. Not ``tf.image.ssim_multiscale`` when scales were dropped.
+        Without it, a too-small image is an error.
 
     Returns:
-      MS-SSIM per image, shape ``predictions.shape[:-3]``.
+      MS-SSIM per image, shape ``predictions.shape[:-1 - spatial_dims]``; NaN
+      for an image holding NaN or inf.
 
     Raises:
-      ValueError: as :func:`ssim`, and for images below the minimum size.
+      ValueError: as :func:`ssim`; images below the minimum size (without
+        ``fit_scales``), bad ``power_factors``.
+      TypeError: as :func:`ssim`, and a non-bool ``fit_scales``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -558,52 +773,43 @@ def ms_ssim(
       >>> x = jnp.linspace(0.0, 1.0, 161 * 161).reshape(161, 161, 1)
       >>> round(float(ms_ssim(x, x, max_val=1.0)), 4)
       1.0
+      >>> small = jnp.linspace(0.0, 1.0, 64 * 64).reshape(64, 64, 1)
+      >>> round(float(ms_ssim(small, small**2, max_val=1.0, fit_scales=True)), 4)
+      0.8554
 
     References:
       Z. Wang, E. P. Simoncelli and A. C. Bovik, "Multiscale structural
       similarity for image quality assessment", Asilomar 2003. Matches
-      ``tf.image.ssim_multiscale`` (which matches the authors' MATLAB code).
+      ``tf.image.ssim_multiscale``. Masks: normalised convolution (H. Knutsson
+      and C.-F. Westin, CVPR 1993), as discussed in pytorch-msssim issue #50.
     """
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=3)
-    if (
-        not isinstance(power_factors, tuple | list)
-        or not power_factors
-        or not all(isinstance(w, numbers.Real) and 0 <= w < np.inf for w in power_factors)
-    ):
-        raise ValueError(
-            "`power_factors` must be a non-empty sequence of finite numbers >= 0, "
-            f"got {power_factors!r}."
-        )
-    levels = len(power_factors)
-    _validation.check_positive("filter_size", filter_size, integer=True)
-    min_size = (filter_size - 1) * 2 ** (levels - 1) + 1
-    _validation.check_min_size(
-        x.shape,
-        2,
-        min_size,
-        f"MS-SSIM with {levels} scales and filter_size={filter_size} needs "
-        f"(filter_size - 1) * 2**(scales - 1) + 1 = {min_size}",
-    )
-    spec, _, c1, c2 = _prepare(
+    power_factors = _validation.check_power_factors(power_factors)
+    _validation.check_bool("fit_scales", fit_scales)
+    x, y = _inputs(predictions, targets, spatial_dims)
+    window, filter_size = _window_size(window, filter_size)
+    weights = _scale_weights(x.shape, spatial_dims, filter_size, power_factors, fit_scales)
+    p = _prepare(
         x,
+        y,
         max_val=max_val,
         filter_size=filter_size,
         filter_sigma=filter_sigma,
         k1=k1,
         k2=k2,
-        window="gaussian",
+        window=window,
         padding="valid",
-        spatial_dims=2,
-        mask=None,
+        spatial_dims=spatial_dims,
+        mask=mask,
     )
+    spec, x, y, mask = p.spec, p.x, p.y, p.mask
     terms = []
-    for level in range(levels):
+    for level in range(len(weights)):
         if level:
-            x, y = _downsample2x(x), _downsample2x(y)
-        s_map, cs_map = _ssim_cs_maps(spec, x, y, None, c1, c2)
-        term_map = s_map if level == levels - 1 else cs_map
-        terms.append(_unit_mean(term_map, None, spec.axes)[0])
+            x, y, mask = _downsample(spec, x, y, mask)
+        s_map, cs_map = _ssim_cs_maps(spec, x, y, mask, p.c1, p.c2)
+        term_map = s_map if level == len(weights) - 1 else cs_map
+        terms.append(_unit_mean(term_map, _center_weights(spec, mask), spec.axes)[0])
     stacked = jnp.stack(terms, axis=-1)
-    weights = jnp.asarray(power_factors, stacked.dtype).reshape((1,) * (stacked.ndim - 1) + (-1,))
-    per_channel = jnp.prod(_relu_pow(stacked, weights), axis=-1)
-    return _unit_mean(per_channel, None, -1)[0]
+    exponents = jnp.asarray(weights, stacked.dtype).reshape((1,) * (stacked.ndim - 1) + (-1,))
+    per_channel = jnp.prod(_relu_pow(stacked, exponents), axis=-1)
+    return _metrics.nan_where(p.bad, _unit_mean(per_channel, None, -1)[0])

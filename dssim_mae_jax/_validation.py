@@ -55,6 +55,11 @@ def as_float_pair(
             f"`predictions` must have at least {min_rank} dimensions ({what}, then channels), "
             f"got shape {tuple(x.shape)}."
         )
+    if 0 in tuple(x.shape[x.ndim - min_rank :]):
+        raise ValueError(
+            f"The spatial and channel axes of `predictions` (the last {min_rank}) must not be "
+            f"empty, got shape {tuple(x.shape)}."
+        )
     dtype = compute_dtype(x.dtype, y.dtype)
     return jnp.asarray(x, dtype), jnp.asarray(y, dtype)
 
@@ -91,6 +96,8 @@ def check_positive(name: str, value, *, allow_none: bool = False, integer: bool 
 
 
 def check_nonnegative(name: str, value) -> None:
+    if isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0:
+        value = value.item()  # a concrete NumPy scalar or 0-d array (dm_pix's tests pass these)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} ({value!r}).")
     if not np.isfinite(value) or value < 0:
@@ -102,9 +109,103 @@ def check_choice(name: str, value, choices: Sequence[str]) -> None:
         raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
 
 
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be True or False, got {type(value).__name__} ({value!r}).")
+
+
 def check_spatial_dims(spatial_dims) -> None:
-    if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
+    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, numbers.Integral):
+        raise TypeError(
+            f"`spatial_dims` must be the int 1, 2 or 3, got {type(spatial_dims).__name__} "
+            f"({spatial_dims!r})."
+        )
+    if spatial_dims not in (1, 2, 3):
         raise ValueError(f"`spatial_dims` must be 1, 2 or 3, got {spatial_dims!r}.")
+
+
+def check_power_factors(power_factors, length: int | None = None) -> tuple[float, ...]:
+    """MS-SSIM scale weights: a non-empty sequence of finite numbers >= 0, not all 0.
+
+    Returns them as a tuple of floats. `length`, when given, is the number of
+    scales the caller needs. All-zero weights would make MS-SSIM 1 for any
+    input (a product of ``term ** 0``), so they are rejected.
+    """
+    if isinstance(power_factors, np.ndarray) and power_factors.ndim == 1:
+        power_factors = tuple(power_factors.tolist())
+    ok = isinstance(power_factors, tuple | list) and len(power_factors) > 0
+    if ok:
+        values = []
+        for w in power_factors:
+            if isinstance(w, np.generic | np.ndarray) and np.ndim(w) == 0:
+                w = w.item()
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0 <= w < np.inf:
+                ok = False
+                break
+            values.append(float(w))
+        ok = ok and sum(values) > 0
+    if not ok:
+        raise ValueError(
+            "`power_factors` must be a non-empty sequence of finite numbers >= 0, not all 0, "
+            f"got {power_factors!r}."
+        )
+    if length is not None and len(values) != length:
+        raise ValueError(
+            f"`power_factors` must have {length} entries (one per scale), got {len(values)}."
+        )
+    return tuple(values)
+
+
+def check_window(window) -> str | tuple[float, ...]:
+    """A window name, or a 1-D sequence of finite taps >= 0 with a positive sum.
+
+    Returns the name, or the taps as a tuple of floats (not yet normalised).
+    """
+    if isinstance(window, str):
+        check_choice("window", window, WINDOWS)
+        return window
+    if isinstance(window, np.ndarray | jax.Array):
+        window = np.asarray(window).tolist()
+    if not isinstance(window, tuple | list):
+        raise TypeError(
+            f"`window` must be one of {WINDOWS} or a 1-D sequence of taps, got "
+            f"{type(window).__name__} ({window!r})."
+        )
+    taps = []
+    for t in window:
+        if isinstance(t, np.generic):
+            t = t.item()
+        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+            raise TypeError(f"`window` taps must be real numbers (a 1-D sequence), got {window!r}.")
+        taps.append(float(t))
+    if not taps or not all(np.isfinite(t) and t >= 0 for t in taps) or sum(taps) <= 0:
+        raise ValueError(
+            f"`window` taps must be a non-empty sequence of finite numbers >= 0 with a positive "
+            f"sum, got {window!r}."
+        )
+    return tuple(taps)
+
+
+def check_mask_values(mask) -> None:
+    """A concrete mask must hold finite weights >= 0; traced masks pass through."""
+    if mask is None:
+        return
+    if not hasattr(mask, "dtype"):
+        mask = np.asarray(mask)
+    if not (
+        jnp.issubdtype(jnp.dtype(mask.dtype), jnp.number) or jnp.dtype(mask.dtype) == jnp.bool_
+    ):
+        raise TypeError(f"`mask` must be numeric or bool, got dtype {mask.dtype}.")
+    try:
+        concrete = np.asarray(mask)
+    except jax.errors.TracerArrayConversionError:
+        return  # traced: its values are unknown while tracing
+    if concrete.dtype == np.bool_:
+        return
+    if not np.all(np.isfinite(concrete)):
+        raise ValueError("`mask` must hold finite weights (1 valid, 0 invalid), got NaN or inf.")
+    if np.any(concrete < 0):
+        raise ValueError("`mask` must hold weights >= 0 (1 valid, 0 invalid), got negative values.")
 
 
 def check_min_size(shape: tuple[int, ...], spatial_dims: int, min_size: int, why: str) -> None:
@@ -122,10 +223,7 @@ def broadcast_mask(mask: ArrayLike | None, shape: tuple[int, ...], dtype) -> jnp
         return None
     if not hasattr(mask, "shape"):
         mask = np.asarray(mask)
-    if not (
-        jnp.issubdtype(jnp.dtype(mask.dtype), jnp.number) or jnp.dtype(mask.dtype) == jnp.bool_
-    ):
-        raise TypeError(f"`mask` must be numeric or bool, got dtype {mask.dtype}.")
+    check_mask_values(mask)
     try:
         out_shape = np.broadcast_shapes(tuple(mask.shape), tuple(shape))
     except ValueError:
@@ -135,10 +233,4 @@ def broadcast_mask(mask: ArrayLike | None, shape: tuple[int, ...], dtype) -> jnp
             f"`mask` must broadcast to the image shape {tuple(shape)} (e.g. [..., H, W, 1] or "
             f"[..., H, W, C]), got shape {tuple(mask.shape)}."
         )
-    try:
-        concrete = np.asarray(mask)
-    except jax.errors.TracerArrayConversionError:
-        concrete = None  # traced: its values are unknown while tracing
-    if concrete is not None and concrete.dtype != np.bool_ and np.any(concrete < 0):
-        raise ValueError("`mask` must hold weights >= 0 (1 valid, 0 invalid), got negative values.")
     return jnp.broadcast_to(jnp.asarray(mask, dtype), shape)

@@ -19,7 +19,10 @@ def gaussian_1d(size, sigma):
 
 
 def window(size, sigma, spatial_dims, kind="gaussian"):
-    taps = gaussian_1d(size, sigma) if kind == "gaussian" else np.full(size, 1.0 / size)
+    if not isinstance(kind, str):  # taps given as data
+        taps = np.asarray(kind, np.float64) / np.sum(kind)
+    else:
+        taps = gaussian_1d(size, sigma) if kind == "gaussian" else np.full(size, 1.0 / size)
     kernel = taps
     for _ in range(spatial_dims - 1):
         kernel = np.multiply.outer(kernel, taps)
@@ -100,6 +103,76 @@ def downsample(x):
     x = np.pad(x, ((0, h % 2), (0, w % 2), (0, 0)), mode="symmetric")
     h, w = x.shape[0] // 2, x.shape[1] // 2
     return x.reshape(h, 2, w, 2, x.shape[-1]).mean((1, 3))
+
+
+# --- MS-SSIM in N-D, with masks and fitted scales --------------------------------
+# Written from the definitions: tf.image.ssim_multiscale's pooling rule (repeat
+# the last sample of an odd axis, then average 2 samples per axis) on every
+# spatial axis; masks pooled with the images as a normalised convolution
+# (Knutsson & Westin 1993; pytorch-msssim issue #50); each scale's statistics
+# weighted as in `ssim_maps`.
+
+
+def pool2_nd(x, spatial_dims):
+    """2x average pooling along the first `spatial_dims` axes of [*spatial, C]."""
+    for axis in range(spatial_dims):
+        if x.shape[axis] % 2:
+            last = np.take(x, [x.shape[axis] - 1], axis=axis)
+            x = np.concatenate([x, last], axis=axis)
+        even = np.take(x, range(0, x.shape[axis], 2), axis=axis)
+        odd = np.take(x, range(1, x.shape[axis], 2), axis=axis)
+        x = (even + odd) / 2.0
+    return x
+
+
+def fitted_scales(shape, size, count):
+    """How many scales fit: halve (rounding up) while the window still fits."""
+    n, fit = min(shape), 0
+    while fit < count and n >= size:
+        fit += 1
+        n = -(-n // 2)
+    return fit
+
+
+def ms_ssim_nd(
+    x,
+    y,
+    *,
+    max_val=1.0,
+    weights=MS_WEIGHTS,
+    size=11,
+    sigma=1.5,
+    kind="gaussian",
+    spatial_dims=2,
+    mask=None,
+    fit_scales=False,
+):
+    """MS-SSIM of one image [*spatial, C] in float64 (masks, N-D, fitted scales)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    m = np.ones_like(x) if mask is None else np.broadcast_to(mask, x.shape).astype(np.float64)
+    x, y = np.where(m > 0, x, 0.0), np.where(m > 0, y, 0.0)
+    weights = np.asarray(weights, np.float64)
+    if fit_scales:
+        fit = fitted_scales(x.shape[:spatial_dims], size, len(weights))
+        if fit < len(weights):
+            weights = weights[:fit] / weights[:fit].sum()
+    options = dict(max_val=max_val, size=size, sigma=sigma, kind=kind, spatial_dims=spatial_dims)
+    values = []
+    for level in range(len(weights)):
+        if level:
+            pooled = pool2_nd(m, spatial_dims)
+            safe = np.where(pooled > 0, pooled, 1.0)
+            x = np.where(pooled > 0, pool2_nd(x * m, spatial_dims) / safe, 0.0)
+            y = np.where(pooled > 0, pool2_nd(y * m, spatial_dims) / safe, 0.0)
+            m = pooled
+        s_map, c_map, w = ssim_maps(x, y, mask=None if mask is None else m, **options)
+        term = s_map if level == len(weights) - 1 else c_map
+        axes = tuple(range(spatial_dims))
+        total = w.sum(axes)
+        values.append(np.where(total > 0, (term * w).sum(axes) / np.where(total > 0, total, 1), 1))
+    values = np.maximum(np.stack(values, -1), 0.0)
+    return np.prod(values**weights, axis=-1).mean()
 
 
 # ---------------------------------------------------------------- Zhao et al. (multi-sigma)

@@ -44,3 +44,11 @@ def test_package_ships_type_marker():
     import pathlib
 
     assert (pathlib.Path(dssim_mae_jax.__file__).parent / "py.typed").exists()
+
+
+@pytest.mark.parametrize("name", ["ssim", "dssim", "ms_ssim", "mae", "psnr"])
+def test_metrics_are_compiled_once_wrappers_keeping_their_signature(name):
+    fn = getattr(dssim_mae_jax, name)
+    assert hasattr(fn, "_jitted"), name  # dssim_mae_jax._jit.jit_public
+    assert fn.__module__.startswith("dssim_mae_jax."), name  # doctests are found
+    assert "max_val" in inspect.signature(fn).parameters

@@ -87,3 +87,26 @@ def test_bad_options():
         dmj.make_balanced_loss("monodepth2", return_map=True)
     with pytest.raises(ValueError, match="seed-naive"):
         dmj.make_balanced_loss("nope")
+
+
+def test_unscorable_images_stay_out_of_the_estimate():
+    x, y = _images()
+    loss_fn = dmj.make_balanced_loss("seed-naive", decay=0.5)
+    clean_loss, _, clean_state = loss_fn(x[:2], y[:2], dmj.init_balance_state())
+    bad = np.array(x)
+    bad[2, 4, 4, 0] = np.nan
+    loss, aux, state = loss_fn(bad, y, dmj.init_balance_state())
+    assert np.isnan(float(loss[2])) and np.isnan(float(aux["dssim"][2]))
+    # The two scorable images give the estimate (and losses) of a batch of just them.
+    np.testing.assert_allclose(state.magnitudes, clean_state.magnitudes, rtol=1e-6)
+    np.testing.assert_allclose(loss[:2], clean_loss, rtol=1e-6)
+    # A batch with nothing scorable leaves the state as it was.
+    _, _, after = loss_fn(np.full_like(bad, np.nan), y, state)
+    np.testing.assert_array_equal(after.magnitudes, state.magnitudes)
+    assert int(after.count) == int(state.count) == 1
+    # A masked-out NaN is not input: it changes nothing.
+    mask = np.ones((3, 20, 20, 1), np.float32)
+    mask[2, 4, 4] = 0.0
+    masked, _, masked_state = loss_fn(bad, y, dmj.init_balance_state(), mask=mask)
+    assert np.all(np.isfinite(np.asarray(masked)))
+    assert np.all(np.isfinite(np.asarray(masked_state.magnitudes)))

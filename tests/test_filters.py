@@ -244,7 +244,9 @@ def test_chunked_batch_matches_unchunked(spatial_dims, padding, masked):
         with _filters.chunk_override(elements):
             jaxpr = jax.make_jaxpr(jax.grad(lambda a, b: ssim(a, b, **opts).sum()))(x, y)
             assert "scan" in str(jaxpr)  # the chunked path is the one tested
-            _assert_same(run(), want, atol=1e-6)
+            # Float32 rounding only: XLA fuses the chunked loop body differently, and a
+            # masked window holding few valid pixels amplifies it (up to 1.4e-6 seen).
+            _assert_same(run(), want, atol=2e-6)
     assert "scan" not in str(jax.make_jaxpr(lambda a, b: ssim(a, b, **opts))(x, y))
 
 
@@ -276,3 +278,45 @@ def test_chunked_float64_vmap_identity_and_ms_ssim(x64):
     _assert_same(got, want, atol=1e-12)
     assert float(value) == x.shape[0] * x.shape[1]  # SSIM(x, x) = 1 exactly, per image
     assert not np.any(np.asarray(gx)) and not np.any(np.asarray(gy))
+
+
+# --- Window taps that sum to exactly 1 ---------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "window,size,sigma",
+    [
+        ("uniform", 7, 1.5),
+        ("uniform", 3, 1.5),
+        ("gaussian", 11, 1.5),
+        ("gaussian", 7, 0.8),
+        ([1.0, 2.0, 3.0, 2.0, 1.0], 5, 1.5),
+        ((0.1, 0.7, 0.3), 3, 1.5),
+    ],
+)
+def test_window_taps_sum_to_exactly_one_in_the_compute_dtype(dtype, window, size, sigma):
+    import math
+
+    taps = _filters.window_taps(window, size, sigma, dtype)
+    as_dtype = np.asarray(taps, dtype)
+    np.testing.assert_array_equal(as_dtype.astype(np.float64), taps)  # representable
+    assert math.fsum(taps) == 1.0  # exactly, in real arithmetic
+    # ... and so in any summation order in the dtype (partial sums are exact too).
+    assert float(np.cumsum(as_dtype)[-1]) == 1.0 and float(np.cumsum(as_dtype[::-1])[-1]) == 1.0
+    ideal = window if not isinstance(window, str) else _reference_taps(window, size, sigma)
+    ideal = np.asarray(ideal, np.float64) / np.sum(ideal)
+    np.testing.assert_allclose(taps, ideal, atol=float(np.finfo(dtype).eps))
+
+
+def _reference_taps(window, size, sigma):
+    d = np.arange(size) - (size - 1) / 2.0
+    return np.exp(-(d**2) / (2 * sigma**2)) if window == "gaussian" else np.ones(size)
+
+
+def test_box_window_filters_constants_exactly():
+    taps = _filters.window_taps("uniform", 7, 1.5, np.float32)
+    x = jnp.full((1, 20, 20, 1), 0.3, jnp.float32)
+    ones = _filters.filter_valid(jnp.ones((1, 20, 20, 1), jnp.float32), taps, (1, 2))
+    np.testing.assert_array_equal(ones, 1.0)
+    assert _filters.filter_valid(x, taps, (1, 2)).shape == (1, 14, 14, 1)

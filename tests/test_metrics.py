@@ -74,3 +74,78 @@ def test_errors(fn):
         fn(x, x, max_val=1.0, mask=np.ones((3, 4, 1)))
     with pytest.raises(ValueError, match="at least 3 dimensions"):
         fn(np.zeros((4, 4)), np.zeros((4, 4)), max_val=1.0)
+
+
+# --- Nothing silently wrong -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("fn", [mae, psnr])
+def test_nan_or_inf_pixel_gives_nan_never_a_perfect_score(fn, bad):
+    x, y = rand((3, 6, 6, 2), 11), rand((3, 6, 6, 2), 12)
+    x[1, 2, 3, 0] = bad
+    y[2] = x[2]  # identical images: psnr inf, mae 0
+    out = np.asarray(fn(x, y, max_val=1.0))
+    assert np.isnan(out[1]) and np.isfinite(out[0])
+    assert out[2] == (np.inf if fn is psnr else 0.0)
+
+
+def test_psnr_of_identical_images_with_nan_is_nan():
+    x = rand((6, 6, 1), 13)
+    x[0, 0, 0] = np.nan
+    assert np.isnan(float(psnr(x, x, max_val=1.0)))
+
+
+@pytest.mark.parametrize("fn", [mae, psnr])
+def test_masked_out_nan_changes_neither_value_nor_gradient(fn):
+    x, y = rand((2, 6, 7, 3), 14), rand((2, 6, 7, 3), 15)
+    mask = np.ones((2, 6, 7, 1), np.float32)
+    mask[:, 1:3, 2:5] = 0.0
+    hole = np.broadcast_to(mask == 0, x.shape)
+    f = jax.value_and_grad(lambda a, b: fn(a, b, max_val=1.0, mask=mask).sum(), (0, 1))
+    want_value, want_grads = f(x, y)
+    value, grads = f(np.where(hole, np.nan, x), np.where(hole, np.inf, y))
+    assert float(value) == float(want_value)
+    for g, w in zip(grads, want_grads, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("fn", [mae, psnr])
+def test_nan_mask_is_rejected_when_concrete_and_gives_nan_when_traced(fn):
+    x, y = rand((6, 6, 1), 16), rand((6, 6, 1), 17)
+    mask = np.ones((6, 6, 1), np.float32)
+    mask[0, 0] = np.nan
+    with pytest.raises(ValueError, match="`mask` must hold finite weights"):
+        fn(x, y, max_val=1.0, mask=mask)
+    assert np.isnan(float(jax.jit(lambda m: fn(x, y, max_val=1.0, mask=m))(mask)))
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1e6, 1e12])
+def test_psnr_and_mae_are_scale_invariant_in_float32(scale):
+    x, y = rand((6, 7, 3), 18), rand((6, 7, 3), 19)
+    want_psnr = 10 * np.log10(1.0 / np.mean((x.astype(np.float64) - y) ** 2))
+    want_mae = np.mean(np.abs(x.astype(np.float64) - y))
+    xs, ys = np.float32(scale) * x, np.float32(scale) * y
+    assert float(psnr(xs, ys, max_val=scale)) == pytest.approx(want_psnr, abs=1e-4)
+    assert float(mae(xs, ys, max_val=scale)) == pytest.approx(want_mae, rel=1e-5)
+    g = jax.grad(lambda a: mae(a, ys, max_val=scale).sum())(xs)
+    np.testing.assert_allclose(
+        np.asarray(g, np.float64) * scale, np.sign(x - y) / x.size, rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("fn", [mae, psnr])
+@pytest.mark.parametrize(
+    "shape,kwargs,error,match",
+    [
+        ((4, 4, 0), {}, ValueError, "must not be empty"),
+        ((0, 4, 1), {}, ValueError, "must not be empty"),
+        ((4, 4, 1), {"spatial_dims": 2.0}, TypeError, "`spatial_dims` must be the int"),
+        ((4, 4, 1), {"max_val": np.nan}, ValueError, "`max_val` must be a positive"),
+        ((4, 4, 1), {"mask": -np.ones((4, 4, 1))}, ValueError, "weights >= 0"),
+    ],
+)
+def test_every_option_is_validated_at_the_call(fn, shape, kwargs, error, match):
+    x = np.zeros(shape, np.float32)
+    with pytest.raises(error, match=match):
+        fn(x, x, **{"max_val": 1.0, **kwargs})

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference
 from scipy import ndimage, signal
 from skimage.metrics import structural_similarity
 
@@ -98,7 +99,7 @@ def _reference(name, x, y):
         s_map, _ = _ssim_maps(x, y, box, "mirror")  # scipy 'mirror' == torch ReflectionPad
         per_pixel = 0.85 * np.clip((1 - s_map) / 2, 0, 1) + 0.15 * np.abs(x - y)
         return float(per_pixel.mean())
-    if name == "zhao-mix":
+    if name == "ms-ssim-pyramid-mix":
         g = _gauss2d(161, 24.0)  # the 5th scale's 11-tap, sigma-1.5 window at full resolution
         l1 = signal.correlate(np.abs(x - y).mean(-1), g, mode="valid").mean()
         return 0.84 * (1 - _ms_ssim_ref(x, y)) + 0.16 * l1
@@ -140,16 +141,73 @@ def test_ssim_presets_on_grayscale(photos, x64):
     np.testing.assert_allclose(loss, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_zhao_mix_matches_independent_float64_recipe(photos, x64):
+def test_pyramid_mix_matches_independent_float64_recipe(photos, x64):
     # 177 x 169: odd sizes at several scales exercise the tf pooling rule.
     preds, targets = _pairs(
         photos, ("astronaut", "coffee"), (177, 169), keep=("noise", "blur", "shift")
     )
-    loss, aux = jax.jit(dmj.make_loss("zhao-mix"))(preds, targets)
-    expected = [_reference("zhao-mix", p, t) for p, t in zip(preds, targets, strict=True)]
+    loss, aux = jax.jit(dmj.make_loss("ms-ssim-pyramid-mix"))(preds, targets)
+    expected = [
+        _reference("ms-ssim-pyramid-mix", p, t) for p, t in zip(preds, targets, strict=True)
+    ]
     np.testing.assert_allclose(loss, expected, rtol=1e-9)
     np.testing.assert_allclose(aux["ms_ssim"], aux["ssim"])
     np.testing.assert_allclose(aux["dssim"], 1.0 - aux["ms_ssim"], rtol=1e-12)
+
+
+def _zhao_patches(photos, size=31):
+    """Every distortion of 31x31 patches cut from three photographs."""
+    preds, targets = [], []
+    for photo, (r, c) in (("astronaut", (40, 60)), ("coffee", (90, 30)), ("chelsea", (70, 110))):
+        clean = photos[photo][r : r + size, c : c + size]
+        for distorted in _distorted(clean).values():
+            preds.append(distorted)
+            targets.append(clean)
+    return np.stack(preds), np.stack(targets)
+
+
+def test_zhao_mix_is_the_released_layer_on_31x31_patches(photos):
+    """make_loss("zhao-mix", filter_size=31) == MSSSIML1 forward with alpha 0.84 (float32).
+
+    The reference is a float64 port of NVlabs/PL4NN `src/loss.py`, class `MSSSIML1`
+    (tests/reference.py): one value per batch of patches, summed over batch and channels
+    and divided by their count, i.e. the batch mean of our per-image loss.
+    """
+    preds, targets = _zhao_patches(photos)
+    loss_fn = jax.jit(dmj.make_loss("zhao-mix", filter_size=31, reduction="mean"))
+    loss, aux = loss_fn(preds.astype(np.float32), targets.astype(np.float32))
+    assert loss.dtype == jnp.float32
+    np.testing.assert_allclose(
+        float(loss), reference.zhao_msssim_l1(preds, targets, alpha=0.84), rtol=0, atol=2e-6
+    )
+    per_patch = [
+        reference.zhao_msssim_l1(p[None], t[None], alpha=0.84)
+        for p, t in zip(preds, targets, strict=True)
+    ]
+    np.testing.assert_allclose(aux["loss"], per_patch, rtol=0, atol=2e-6)
+    ms = [reference.zhao_patch_msssim(p, t).mean() for p, t in zip(preds, targets, strict=True)]
+    np.testing.assert_allclose(aux["ms_ssim"], ms, rtol=0, atol=2e-6)
+    # The released default alpha too.
+    released, _ = jax.jit(
+        dmj.make_loss("zhao-mix", w_structural=0.025, w_absolute=0.975, reduction="mean")
+    )(preds.astype(np.float32), targets.astype(np.float32))
+    np.testing.assert_allclose(
+        float(released), reference.zhao_msssim_l1(preds, targets, alpha=0.025), rtol=0, atol=2e-6
+    )
+
+
+def test_zhao_mix_on_larger_images_is_the_mean_over_every_31x31_patch(photos, x64):
+    clean = photos["coffee"][50:86, 70:103]  # 36 x 33: 6 x 3 patch positions
+    noisy = _distorted(clean)["noise"]
+    loss, _ = jax.jit(dmj.make_loss("zhao-mix"))(noisy[None], clean[None])
+    patches = [
+        reference.zhao_msssim_l1(
+            noisy[None, i : i + 31, j : j + 31], clean[None, i : i + 31, j : j + 31], alpha=0.84
+        )
+        for i in range(6)
+        for j in range(3)
+    ]
+    np.testing.assert_allclose(float(loss[0]), np.mean(patches), rtol=1e-12)
 
 
 def test_seed_normalized_equals_seed_naive_shape_on_8bit_data(photos, x64):
@@ -177,12 +235,16 @@ def test_preset_table_is_what_the_docs_say():
         "gaussian-splatting",
         "monodepth2",
         "zhao-mix",
+        "ms-ssim-pyramid-mix",
     }
     assert (p["seed-naive"].w_structural, p["seed-naive"].w_absolute) == (0.8, 0.2)
     assert p["seed-normalized"].max_val == 255.0
     assert p["gaussian-splatting"].padding == "same"
     assert p["monodepth2"].per_pixel and p["monodepth2"].clip
-    assert p["zhao-mix"].structure == "ms_ssim" and p["zhao-mix"].mae_weighting == "gaussian"
+    zhao = p["zhao-mix"]
+    assert (zhao.structure, zhao.mae_weighting, zhao.filter_size) == ("multi_sigma", "gaussian", 31)
+    assert zhao.sigmas == (0.5, 1.0, 2.0, 4.0, 8.0) and zhao.w_structural == 0.84
+    assert p["ms-ssim-pyramid-mix"].structure == "ms_ssim"
     with pytest.raises(TypeError):
         p["mine"] = p["seed-naive"]
     with pytest.raises(dataclasses.FrozenInstanceError):

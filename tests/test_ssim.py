@@ -425,3 +425,187 @@ def test_concrete_non_positive_max_val_arrays_are_rejected():
         ssim(GOOD, GOOD, max_val=jnp.array(-1.0))
     with pytest.raises(ValueError, match="`max_val` must be a positive"):
         ssim(GOOD, GOOD, max_val=np.float32(0.0))
+
+
+# --- Fidelity: window sums, legacy values, options as arrays ----------------------------
+
+
+def _camera_pair():
+    """scikit-image's own test pair: camera and a seeded noisy copy (skimage test_ssim.py)."""
+    from skimage import data
+
+    cam = data.camera()
+    noise = np.random.RandomState(5).randn(*cam.shape)  # = np.random.seed(5); np.random.randn
+    noisy = np.clip(cam + 20.0 * noise, 0, 255).astype(cam.dtype)
+    return cam[..., None], noisy[..., None]
+
+
+def test_box_window_reproduces_skimage_legacy_value_in_float32():
+    """skimage's default SSIM (7x7 box, sample covariance) is 0.3674518327910367 here.
+
+    Sample covariance multiplies (co)variances by N / (N - 1) = 49 / 48, which is
+    population statistics with C2 divided by 49 / 48: k2 = 0.03 * sqrt(48 / 49).
+    A box whose float32 taps summed to 1 + 4.5e-8 per axis put this 1.95e-6 low.
+    """
+    cam, noisy = _camera_pair()
+    legacy = 0.3674518327910367
+    options = dict(max_val=255, window="uniform", filter_size=7, k2=0.03 * np.sqrt(48 / 49))
+    sk = structural_similarity(
+        cam[..., 0].astype(np.float64), noisy[..., 0].astype(np.float64), data_range=255
+    )
+    assert sk == pytest.approx(legacy, abs=1e-12)  # live scikit-image, float64
+    assert float(ssim(noisy, cam, **options)) == pytest.approx(legacy, abs=5e-7)
+    with jax.enable_x64(True):
+        f64 = ssim(noisy.astype(np.float64), cam.astype(np.float64), **options)
+        assert float(f64) == pytest.approx(legacy, abs=1e-12)
+
+
+def test_options_accept_numpy_scalars_and_concrete_0d_arrays():
+    """dm_pix's tests pass filter_size, k1 and k2 this way."""
+    x, y = rand((2, 16, 16, 3), 40, np.float32), rand((2, 16, 16, 3), 41, np.float32)
+    want = ssim(x, y, max_val=1.0, filter_size=7, k1=0.02, k2=0.05, filter_sigma=1.2)
+    for convert in (np.asarray, jnp.asarray, np.float64):
+        got = ssim(
+            x,
+            y,
+            max_val=convert(1.0),
+            filter_size=np.int64(7) if convert is np.float64 else convert(7),
+            k1=convert(0.02),
+            k2=convert(0.05),
+            filter_sigma=convert(1.2),
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_traced_option_is_a_type_error_naming_it():
+    x = rand((16, 16, 1), 42, np.float32)
+    with pytest.raises(TypeError, match="`k1` is a static option"):
+        jax.jit(lambda k: ssim(x, x, max_val=1.0, k1=k))(0.01)
+
+
+def test_compiled_once_per_shape_and_options():
+    x = rand((1, 17, 18, 1), 43, np.float32)
+    compiled = ssim._jitted
+    before = compiled._cache_size()
+    for m in (1.0, 2.0, 3.5):  # a new max_val is a new value, not a new compilation
+        ssim(x, x * 0.5, max_val=m, filter_size=5)
+    ssim(x, x, max_val=1.0, filter_size=np.int32(5))
+    assert compiled._cache_size() == before + 1
+
+
+# --- Window given as data -----------------------------------------------------------------
+
+
+def test_window_given_as_taps_matches_named_windows_and_reference(x64):
+    x, y = rand((2, 21, 19, 2), 44), rand((2, 21, 19, 2), 45)
+    named = ssim(x, y, max_val=1.0)
+    taps = reference.gaussian_1d(11, 1.5)
+    for window in (list(taps), tuple(taps), np.asarray(taps), jnp.asarray(taps)):
+        np.testing.assert_allclose(ssim(x, y, max_val=1.0, window=window), named, atol=1e-15)
+    box = ssim(x, y, max_val=1.0, window=[2.0] * 5)  # scaled to sum 1
+    np.testing.assert_allclose(box, ssim(x, y, max_val=1.0, window="uniform", filter_size=5))
+    tent = [1, 2, 3, 2, 1]
+    for padding in ("valid", "same", "reflect"):
+        got = ssim(x, y, max_val=1.0, window=tent, padding=padding)
+        want = [reference.ssim(x[i], y[i], size=5, kind=tent, padding=padding) for i in range(2)]
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_asymmetric_window_gradient_float64(x64):
+    x, y = rand((1, 9, 10, 1), 46), rand((1, 9, 10, 1), 47)
+    f = jax.jit(lambda a, b: ssim(a, b, max_val=1.0, window=[0.5, 1.0, 3.0], padding="same"))
+    check_grads(f, (x, y), order=1, modes=["rev"])
+
+
+@pytest.mark.parametrize(
+    "window,extra,error,match",
+    [
+        ([1.0, -0.5, 1.0], {}, ValueError, "`window` taps"),
+        ([], {}, ValueError, "`window` taps"),
+        ([0.0, 0.0], {}, ValueError, "positive sum"),
+        ([1.0, np.nan], {}, ValueError, "`window` taps"),
+        ([[1.0, 2.0], [2.0, 1.0]], {}, TypeError, "1-D sequence"),
+        ([1.0, 2.0, 1.0], {"filter_size": 5}, ValueError, "must be None or the number of taps"),
+        ({"a": 1.0}, {}, TypeError, "`window` must be one of"),
+    ],
+)
+def test_bad_window_taps_raise(window, extra, error, match):
+    with pytest.raises(error, match=match):
+        ssim(GOOD, GOOD, max_val=1.0, window=window, **extra)
+
+
+# --- Nothing silently wrong: non-finite input, scale, late validation ------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("fn", [ssim, dssim])
+def test_nan_or_inf_pixel_gives_nan(fn, bad):
+    x, y = rand((2, 16, 16, 3), 48, np.float32), rand((2, 16, 16, 3), 49, np.float32)
+    y[1, 8, 8, 2] = bad
+    out = np.asarray(fn(x, y, max_val=1.0))
+    assert np.isfinite(out[0]) and np.isnan(out[1])
+    maps = np.asarray(fn(x, y, max_val=1.0, return_map=True))
+    assert np.all(np.isnan(maps[1])) and np.all(np.isfinite(maps[0]))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same", "reflect"])
+def test_masked_out_nan_and_inf_change_neither_value_nor_gradient(padding):
+    x, y = rand((2, 16, 17, 3), 50, np.float32), rand((2, 16, 17, 3), 51, np.float32)
+    mask = np.ones((2, 16, 17, 1), np.float32)
+    mask[:, 4:9, 5:12] = 0.0
+    hole = np.broadcast_to(mask == 0, x.shape)
+    f = jax.value_and_grad(
+        lambda a, b: ssim(a, b, max_val=1.0, mask=mask, padding=padding).sum(), (0, 1)
+    )
+    want_value, want_grads = f(x, y)
+    for junk in (np.nan, np.inf, 1e30):
+        value, grads = f(np.where(hole, junk, x), np.where(hole, -junk, y))
+        assert float(value) == float(want_value)
+        for g, w in zip(grads, want_grads, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e-10, 1e-6, 1e6, 1e10, 1e12])
+def test_values_and_gradients_are_scale_invariant_in_float32(scale):
+    """SSIM of (s x, s y) with max_val s equals SSIM of (x, y) (float64 reference); the
+    gradient scales as 1 / s. Unscaled statistics gave NaN at 1e10 and 1e-10."""
+    x, y = rand((1, 16, 18, 2), 52), rand((1, 16, 18, 2), 53)
+    y = 0.6 * x + 0.4 * y
+    want = reference.ssim(x[0], y[0])
+    with jax.enable_x64(True):
+        want_grad = np.asarray(jax.grad(lambda a: ssim(a, y, max_val=1.0).sum())(x))
+    xs, ys = (np.float32(scale) * v.astype(np.float32) for v in (x, y))
+    value, grad = jax.value_and_grad(lambda a: ssim(a, ys, max_val=scale).sum())(xs)
+    assert float(value) == pytest.approx(want, abs=2e-6)
+    np.testing.assert_allclose(
+        np.asarray(grad, np.float64) * scale, want_grad, atol=1e-4 * np.abs(want_grad).max()
+    )
+
+
+@pytest.mark.parametrize(
+    "shape,kwargs,error,match",
+    [
+        ((16, 16, 0), {}, ValueError, "must not be empty"),
+        ((2, 0, 16, 3), {}, ValueError, "must not be empty"),
+        ((16, 16, 3), {"spatial_dims": 2.0}, TypeError, "`spatial_dims` must be the int"),
+        ((16, 16, 3), {"spatial_dims": True}, TypeError, "`spatial_dims` must be the int"),
+        ((16, 16, 3), {"return_map": 1}, TypeError, "`return_map` must be True or False"),
+        ((16, 16, 3), {"k2": np.inf}, ValueError, "`k2` must be a finite"),
+        ((16, 16, 3), {"k1": 1e20}, ValueError, "`k1` \\*\\* 2 must be finite in float32"),
+        ((16, 16, 3), {"filter_sigma": np.nan}, ValueError, "`filter_sigma` must be a positive"),
+        ((16, 16, 3), {"mask": np.full((16, 16, 1), np.nan)}, ValueError, "must hold finite"),
+        ((16, 16, 3), {"mask": [[[np.inf]]]}, ValueError, "must hold finite"),
+        ((16, 16, 3), {"max_val": np.nan}, ValueError, "`max_val` must be a positive"),
+        ((16, 16, 3), {"max_val": np.array([1.0, 2.0])}, ValueError, "`max_val` must be a scalar"),
+    ],
+)
+def test_every_option_is_validated_at_the_call(shape, kwargs, error, match):
+    x = np.zeros(shape, np.float32)
+    for fn in (ssim, dssim):
+        with pytest.raises(error, match=match):
+            fn(x, x, **{"max_val": 1.0, **kwargs})
+
+
+def test_empty_batch_is_allowed():
+    x = np.zeros((0, 16, 16, 3), np.float32)
+    assert ssim(x, x, max_val=1.0).shape == (0,)

@@ -16,20 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _parse(argv):
     parser = argparse.ArgumentParser()
-    training.add_config_arguments(parser)
-    return training.config_from_args(parser.parse_args(argv))
+    training.Config.add_arguments(parser)
+    return training.Config.from_args(parser.parse_args(argv))
 
 
 def test_default_is_valid_and_round_trips_through_json():
     c = training.Config().validate()
     back = training.Config.from_dict(json.loads(c.to_json()))
     assert back == c
-    assert [p.name for p in c.phase_list] == ["mae", "dssim_mae"]
+    assert [p.name for p in c.phases] == ["mae", "dssim_mae"]
 
 
 def test_every_field_is_a_flag():
     parser = argparse.ArgumentParser()
-    training.add_config_arguments(parser)
+    training.Config.add_arguments(parser)
     flags = {a.dest for a in parser._actions}
     assert {f.name for f in dataclasses.fields(training.Config)} <= flags
     for f in dataclasses.fields(training.Config):
@@ -48,7 +48,7 @@ def test_flags_set_fields():
     assert (c.steps, c.batch_size, c.patch_size, c.seed, c.task, c.scale) == (40, 8, 32, 3, "sr", 4)
     assert c.preset == "gaussian-splatting" and not c.progress_bar
     assert c.loss_overrides == {"filter_size": 7}
-    assert [p.name for p in c.phase_list] == ["all"]
+    assert [p.name for p in c.phases] == ["all"]
 
 
 @pytest.mark.parametrize(

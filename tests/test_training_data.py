@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from dssim_mae_jax import training
+from dssim_mae_jax.training._data import Prefetcher, center_crop
 
 
 def _write(path, array):
@@ -75,7 +76,7 @@ def test_batches_are_a_function_of_seed_and_step():
 
 @pytest.mark.parametrize("size", [0, 2])
 def test_prefetcher_yields_steps_in_order(size):
-    items = list(training.Prefetcher(lambda s: s * 10, 3, 7, size))
+    items = list(Prefetcher(lambda s: s * 10, 3, 7, size))
     assert items == [(3, 30), (4, 40), (5, 50), (6, 60)]
 
 
@@ -85,7 +86,7 @@ def test_prefetcher_reraises_errors():
             raise OSError("disk gone")
         return step
 
-    it = training.Prefetcher(make, 0, 5, 2)
+    it = Prefetcher(make, 0, 5, 2)
     with pytest.raises(OSError, match="disk gone"):
         list(it)
     it.close()
@@ -93,7 +94,7 @@ def test_prefetcher_reraises_errors():
 
 def test_center_crop_multiple():
     img = np.zeros((101, 57, 3))
-    assert training.center_crop(img, 64, multiple=4).shape == (64, 56, 3)
+    assert center_crop(img, 64, multiple=4).shape == (64, 56, 3)
 
 
 def _png_rgb16(path, array):

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from dssim_mae_jax import training
+from dssim_mae_jax.training._schedules import learning_rate_schedules, param_labels, phase_index
 
 
 def _config(**kw):
@@ -15,16 +16,19 @@ def _config(**kw):
 
 def test_boundaries_and_phase_index():
     c = _config()
-    assert training.phase_boundaries(c) == (0, 30)
-    idx = jax.jit(lambda s: training.phase_index(s, (0, 30)))
+    assert c.phase_boundaries == (0, 30)
+    idx = jax.jit(lambda s: phase_index(s, (0, 30)))
     assert [int(idx(s)) for s in (0, 29, 30, 99)] == [0, 0, 1, 1]
 
 
 def test_loss_weights_follow_phases_with_preset_fallback():
     c = _config()
-    w = jax.jit(training.loss_weights_fn(c, {"ssim": 0.8, "mae": 0.2}))
-    np.testing.assert_allclose([float(w(0)["ssim"]), float(w(0)["mae"])], [0.0, 1.0])
-    np.testing.assert_allclose([float(w(30)["ssim"]), float(w(30)["mae"])], [0.8, 0.2])
+    _, rates = training.make_optimizer(c)
+    at = jax.jit(training.make_schedule(c, rates, {"ssim": 0.8, "mae": 0.2}))
+    np.testing.assert_allclose([float(at(0)["w_ssim"]), float(at(0)["w_mae"])], [0.0, 1.0])
+    np.testing.assert_allclose([float(at(30)["w_ssim"]), float(at(30)["w_mae"])], [0.8, 0.2])
+    assert [int(at(s)["phase"]) for s in (0, 29, 30)] == [0, 0, 1]
+    np.testing.assert_allclose(float(at(40)["lr_head"]), float(rates["head"](40)))
 
 
 def test_learning_rates_per_group_warmup_cosine_and_frozen():
@@ -34,7 +38,7 @@ def test_learning_rates_per_group_warmup_cosine_and_frozen():
         {"name": "b", "fraction": 0.5, "learning_rates": {"body": 1e-4, "head": 1e-3}},
     ]  # fmt: skip
     c = _config(phases=phases, warmup_fraction=0.1, final_lr_fraction=0.1)
-    s = training.learning_rate_schedules(c)
+    s = learning_rate_schedules(c)
     assert float(s["body"](10)) == 0.0  # frozen in phase a
     assert float(s["head"](0)) == 0.0  # warm-up starts at 0
     np.testing.assert_allclose(float(s["head"](5)), 2e-3, rtol=1e-6)  # peak after warm-up
@@ -52,7 +56,7 @@ def _params():
 
 def test_labels_and_multi_transform_frozen_group_gets_zero_updates():
     p = _params()
-    labels = training.param_labels(p)
+    labels = param_labels(p)
     assert labels["body"]["0"]["kernel"] == "body" and labels["head"]["kernel"] == "head"
     c = _config(phases=[{"name": "a", "fraction": 1.0, "frozen": ["body"]}], grad_clip_norm=0.0)
     tx, _ = training.make_optimizer(c)
@@ -66,7 +70,7 @@ def test_labels_and_multi_transform_frozen_group_gets_zero_updates():
 
 def test_label_outside_groups_is_an_error():
     with pytest.raises(ValueError, match="in no group"):
-        training.param_labels({"tail": jnp.ones(2)})
+        param_labels({"tail": jnp.ones(2)})
 
 
 def test_optimizer_is_a_gradient_transformation():

@@ -1,12 +1,10 @@
-"""Luminance (Y of YCbCr, ITU-R BT.601) and the bicubic baseline, as super-resolution papers
-report them."""
+"""Colour and resizing: luminance (Y of YCbCr, ITU-R BT.601) and bicubic resizing, as
+super-resolution papers use them (the degradation, the baseline and the Y metrics)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-from ._models import bicubic_resize
 
 # ITU-R BT.601 "studio swing" luma: Y in [16, 235] for 8-bit RGB in [0, 255]; the coefficients
 # MATLAB's rgb2ycbcr uses, which is what SR papers (SRCNN, EDSR, ...) evaluate on.
@@ -41,6 +39,17 @@ def crop_border(images: jax.Array, border: int) -> jax.Array:
     return images[..., border:-border, border:-border, :]
 
 
+def bicubic_resize(x: jax.Array, height: int, width: int) -> jax.Array:
+    """Bicubic resize of [..., H, W, C] images (antialiased when shrinking)."""
+    shape = (*x.shape[:-3], height, width, x.shape[-1])
+    return jax.image.resize(x, shape, method="cubic", antialias=True)
+
+
 def bicubic_upsample(images: jax.Array, scale: int) -> jax.Array:
     """The bicubic baseline: [..., h, w, C] -> [..., h*scale, w*scale, C]."""
     return bicubic_resize(images, images.shape[-3] * scale, images.shape[-2] * scale)
+
+
+def bicubic_downsample(images: jax.Array, scale: int) -> jax.Array:
+    """The super-resolution degradation: [..., H, W, C] -> [..., H//scale, W//scale, C]."""
+    return bicubic_resize(images, images.shape[-3] // scale, images.shape[-2] // scale)

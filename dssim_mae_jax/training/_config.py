@@ -134,8 +134,8 @@ class Config:
         metadata={"help": "JSON object of make_loss overrides, e.g. '{\"filter_size\": 7}'"},
     )
     steps: int = _f(500, "total number of training steps (all phases)")
-    phases: tuple = dataclasses.field(
-        default=tuple(p.to_dict() for p in DEFAULT_PHASES),
+    phases: tuple[Phase, ...] = dataclasses.field(
+        default=DEFAULT_PHASES,
         metadata={
             "help": "JSON list of phases: name, fraction, ssim_weight, mae_weight, "
             "learning_rates, frozen"
@@ -157,27 +157,34 @@ class Config:
     distributed: bool = _f(False, "call jax.distributed.initialize() first (multi-host runs)")
 
     def __post_init__(self):
-        # Normalise the phases to a tuple of dicts so the config stays JSON-serialisable.
+        # The JSON boundary: phases given as JSON text or dicts (the command line,
+        # `config.json`) become `Phase` objects here, once; the rest of the package reads
+        # `Phase` attributes only.
         phases = self.phases
         if isinstance(phases, str):
             phases = json.loads(phases)
         if not isinstance(phases, Sequence):
             raise ConfigError(f"phases: expected a list of phase objects, got {phases!r}")
-        norm = tuple((p if isinstance(p, Phase) else Phase.from_dict(p)).to_dict() for p in phases)
-        object.__setattr__(self, "phases", norm)
+        phases = tuple(p if isinstance(p, Phase) else Phase.from_dict(p) for p in phases)
+        object.__setattr__(self, "phases", phases)
         object.__setattr__(self, "loss_overrides", dict(self.loss_overrides))
 
-    # ------------------------------------------------------------------ helpers
     @property
-    def phase_list(self) -> tuple[Phase, ...]:
-        return tuple(Phase.from_dict(p) for p in self.phases)
+    def phase_boundaries(self) -> tuple[int, ...]:
+        """First step of each phase (the first is 0), from the phase fractions and `steps`."""
+        starts, acc = [], 0.0
+        for p in self.phases:
+            starts.append(round(acc * self.steps))
+            acc += p.fraction
+        return tuple(starts)
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["phases"] = [dict(p) for p in self.phases]
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["phases"] = [p.to_dict() for p in self.phases]
+        d["loss_overrides"] = dict(self.loss_overrides)
         return d
 
     def to_json(self) -> str:
@@ -195,6 +202,16 @@ class Config:
         """Raises ``ValueError`` naming the first invalid field; returns ``self``."""
         _validate(self)
         return self
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser, defaults: Config | None = None) -> None:
+        """Adds one ``--flag`` per field (``--batch-size`` for ``batch_size``) to `parser`."""
+        _add_arguments(parser, defaults or Config())
+
+    @staticmethod
+    def from_args(args: argparse.Namespace, defaults: Config | None = None) -> Config:
+        """The validated config of parsed `add_arguments` flags (``None``: the default)."""
+        return _from_args(args, defaults or Config())
 
 
 def _require(cond: bool, field: str, got: Any, expected: str) -> None:
@@ -262,8 +279,8 @@ def _validate_loss_overrides(overrides: Any) -> None:
 
 
 def _validate_phases(c: Config) -> None:
-    phases = c.phase_list
-    _require(len(phases) >= 1, "phases", c.phases, "at least one phase")
+    phases = c.phases
+    _require(len(phases) >= 1, "phases", [], "at least one phase")
     names = [p.name for p in phases]
     _require(len(set(names)) == len(names), "phases", names, "distinct phase names")
     total = 0.0
@@ -303,9 +320,7 @@ def _validate_phases(c: Config) -> None:
     _require(
         abs(total - 1.0) < 1e-6, "phases", [p.fraction for p in phases], "fractions summing to 1"
     )
-    from ._schedules import phase_boundaries  # local: keeps _config importable on its own
-
-    starts = phase_boundaries(c)
+    starts = c.phase_boundaries
     ends = (*starts[1:], c.steps)
     for p, s, e in zip(phases, starts, ends, strict=True):
         _require(
@@ -318,11 +333,10 @@ def _validate_phases(c: Config) -> None:
 
 # ---------------------------------------------------------------------- command line
 _FIELD_TYPES = {"float": float, "int": int, "str": str}
+_JSON_FIELDS = ("phases", "loss_overrides")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, defaults: Config | None = None) -> None:
-    """Adds one ``--flag`` per :class:`Config` field (``--batch-size`` for ``batch_size``)."""
-    defaults = defaults or Config()
+def _add_arguments(parser: argparse.ArgumentParser, defaults: Config) -> None:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -336,8 +350,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: Config | Non
                 help=f"{help_text} (default: %(default)s, i.e. "
                 f"{flag if default else '--no-' + flag[2:]})",
             )
-        elif f.type in ("dict", "tuple"):
-            shown = json.dumps(list(default) if f.type == "tuple" else default)
+        elif f.name in _JSON_FIELDS:
+            shown = json.dumps(defaults.to_dict()[f.name])
             parser.add_argument(
                 flag,
                 type=_json_arg(f.name),
@@ -366,9 +380,7 @@ def _json_arg(name):
     return parse
 
 
-def config_from_args(args: argparse.Namespace, defaults: Config | None = None) -> Config:
-    """Builds (and validates) a :class:`Config` from parsed command-line arguments."""
-    defaults = defaults or Config()
+def _from_args(args: argparse.Namespace, defaults: Config) -> Config:
     values = {}
     for f in dataclasses.fields(Config):
         v = getattr(args, f.name)

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._color import bicubic_downsample
 from ._config import Config, ConfigError
-from ._models import bicubic_resize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -111,6 +111,14 @@ def find_images(data_dir: str) -> list[str]:
     return sorted(out)
 
 
+def _bundled(channels: int) -> Dataset:
+    import skimage.data
+
+    train = tuple(to_channels(getattr(skimage.data, n)(), channels) for n in BUNDLED_TRAIN)
+    ev = tuple(to_channels(getattr(skimage.data, n)(), channels) for n in BUNDLED_EVAL)
+    return Dataset(train, ev, BUNDLED_TRAIN, BUNDLED_EVAL)
+
+
 def load_dataset(config: Config) -> Dataset:
     """Loads the images named by `config.data_dir` (or the bundled photographs).
 
@@ -119,14 +127,7 @@ def load_dataset(config: Config) -> Dataset:
     """
     min_side = config.patch_size
     if not config.data_dir:
-        import skimage.data
-
-        train = tuple(
-            to_channels(getattr(skimage.data, n)(), config.channels) for n in BUNDLED_TRAIN
-        )
-        ev = tuple(to_channels(getattr(skimage.data, n)(), config.channels) for n in BUNDLED_EVAL)
-        return Dataset(train, ev, BUNDLED_TRAIN, BUNDLED_EVAL)
-
+        return _bundled(config.channels)
     paths = find_images(config.data_dir)
     images, names, skipped = [], [], []
     for p in paths:
@@ -275,5 +276,4 @@ def degrade(config: Config, clean: jax.Array, key: jax.Array) -> jax.Array:
     if config.task == "denoise":
         noise = jax.random.normal(key, clean.shape, jnp.float32)
         return clean + (config.noise_sigma / 255.0) * noise
-    s = config.scale
-    return bicubic_resize(clean, clean.shape[-3] // s, clean.shape[-2] // s)
+    return bicubic_downsample(clean, config.scale)

@@ -1,13 +1,22 @@
-"""`train_and_evaluate(config, workdir)`: the whole run, resumable, on all local devices."""
+"""`train_and_evaluate(config, workdir)`: the whole run, resumable, on all local devices.
+
+Read top to bottom: `_set_up` (validation, mesh, data, state, resume, the compiled step),
+`_train` (one loop with periodic logging and checkpointing), `_evaluate` (held-out metrics
+and plots). Records go through one `MetricWriter` (`metrics.jsonl`, TensorBoard, progress
+bar).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -17,9 +26,11 @@ from jax.sharding import PartitionSpec as P
 from . import _plots
 from ._checkpoints import Checkpointer
 from ._config import GROUPS, Config, ConfigError
-from ._data import Prefetcher, load_dataset, sample_batch
-from ._schedules import phase_boundaries
-from ._steps import TrainStep, build_loss, create_train_state, evaluate_dataset, make_evaluator
+from ._data import Dataset, Prefetcher, load_dataset, sample_batch
+from ._evaluation import evaluate_dataset, make_evaluator
+from ._schedules import make_optimizer, make_schedule
+from ._steps import TrainState, build_loss, create_train_state, train_step
+from ._writers import MetricWriter, PeriodicAction, write_json
 
 # Fields that do not change the trajectory: a run may be resumed with other values.
 _BOOKKEEPING = frozenset(
@@ -39,6 +50,132 @@ _BOOKKEEPING = frozenset(
 
 class NonFiniteLossError(RuntimeError):
     """Raised when `max_nonfinite` consecutive steps had a non-finite loss or gradient."""
+
+
+def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None = None) -> dict:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates.
+
+    Args:
+      config: the run's configuration (validated here before any work starts).
+      workdir: output folder: ``config.json``, ``metrics.jsonl``, TensorBoard events under
+        ``tensorboard/``, ``checkpoints/``, and at the end ``eval.json``, ``curves.png`` and
+        ``samples.png``.
+      stop_at_step: stop (as an interruption would) once this many steps are done, saving a
+        checkpoint: a later call continues from there. For notebooks and tests.
+
+    Returns:
+      A dict: ``step`` reached, ``start_step`` (the checkpoint step it resumed from, 0 for a
+      new run), ``steps_run`` (``step - start_step``: trained by this call), ``interrupted``
+      (a signal number, ``"stop_at_step"`` or ``None``), ``eval`` (as in ``eval.json``, when
+      the run completed), ``trace_count`` of the train step, ``train_seconds`` and
+      ``steps_per_second`` (of this call's steps), and the final ``state``.
+
+    Raises:
+      ValueError: an invalid config or data folder, or a workdir holding another run.
+      NonFiniteLossError: `max_nonfinite` consecutive non-finite steps (no checkpoint written
+        for them; the last good one stays).
+    """
+    run = _set_up(config, workdir)
+    writer = MetricWriter(
+        workdir,
+        start=run.start,
+        total=config.steps,
+        chief=run.chief,
+        progress_bar=config.progress_bar,
+    )
+    with writer:
+        t0 = time.perf_counter()
+        try:
+            state, stop_reason = _train(run, writer, stop_at_step)
+        finally:
+            run.checkpoints.close()
+        seconds = time.perf_counter() - t0
+        step = int(jax.device_get(state.step))
+        result = {
+            "step": step,
+            "start_step": run.start,
+            "steps_run": step - run.start,
+            "interrupted": stop_reason,
+            "trace_count": run.traces[0],
+            "train_seconds": seconds,
+            "steps_per_second": (step - run.start) / max(seconds, 1e-9),
+            "state": state,
+            "eval": None,
+        }
+        if stop_reason is None:
+            result["eval"] = _evaluate(run, state, writer)
+    return result
+
+
+# ------------------------------------------------------------------------------ set-up
+@dataclasses.dataclass
+class _Run:
+    """What `_set_up` hands the train loop."""
+
+    config: Config
+    workdir: str
+    chief: bool
+    dataset: Dataset
+    state: TrainState  # restored from the latest checkpoint when resuming
+    start: int  # the step `state` is at
+    checkpoints: Checkpointer
+    train_step: Callable  # jitted ``(state, batch) -> (state, metrics)``
+    traces: list  # [how often JAX traced `train_step`]
+    make_batch: Callable[[int], jax.Array]  # the sharded batch of a step
+
+
+def _set_up(config: Config, workdir: str) -> _Run:
+    """Everything that can fail on bad input runs before the data loads or a file is written."""
+    config.validate()
+    if config.distributed:
+        jax.distributed.initialize()
+    loss_fn, preset_weights = build_loss(config)
+    mesh = make_mesh(config)
+    _check_resumable(config, workdir)
+    dataset = load_dataset(config)
+    chief = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if chief:
+        write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    tx, rates = make_optimizer(config)
+    state = jax.device_put(create_train_state(config, tx), replicated)
+    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    start = checkpoints.latest_step() or 0
+    if start:
+        state = checkpoints.restore(state, start)
+        if chief:  # said whether or not the progress bar shows it
+            done = " (already finished: evaluating only)" if start >= config.steps else ""
+            print(
+                f"resuming {workdir} from step {start} of {config.steps}{done}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    traces = [0]
+    step = functools.partial(
+        train_step,
+        config=config,
+        loss_fn=loss_fn,
+        schedule=make_schedule(config, rates, preset_weights),
+    )
+
+    def counted_step(state, batch):
+        traces[0] += 1  # runs only while JAX traces
+        return step(state, batch)
+
+    jitted = jax.jit(
+        counted_step,
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=() if jax.default_backend() == "cpu" else (0,),
+    )
+    make_batch = functools.partial(_make_batch, config, dataset, batch_sharding)
+    return _Run(
+        config, workdir, chief, dataset, state, start, checkpoints, jitted, traces, make_batch
+    )
 
 
 def make_mesh(config: Config) -> jax.sharding.Mesh:
@@ -75,6 +212,24 @@ def _check_resumable(config: Config, workdir: str) -> None:
         )
 
 
+def _make_batch(config: Config, dataset: Dataset, sharding: NamedSharding, step: int):
+    """The global batch of `step`; each process builds and places its own slice."""
+    per_process = config.batch_size // jax.process_count()
+    lo = jax.process_index() * per_process
+    clean = sample_batch(
+        dataset.train,
+        seed=config.seed,
+        step=step,
+        batch_size=config.batch_size,
+        patch_size=config.patch_size,
+    )
+    global_shape = (config.batch_size, config.patch_size, config.patch_size, config.channels)
+    return jax.make_array_from_process_local_data(
+        sharding, clean[lo : lo + per_process], global_shape
+    )
+
+
+# ------------------------------------------------------------------------------ training
 class _Stop:
     """Set by SIGINT / SIGTERM; the loop saves a checkpoint and returns at the next step."""
 
@@ -98,221 +253,88 @@ class _Stop:
             signal.signal(s, h)
 
 
-def _read_records(path: str, upto: int) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if r.get("step", 0) <= upto]
+def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
+    """Steps from `run.start` to `config.steps`; returns ``(state, stop_reason)``.
 
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None = None) -> dict:
-    """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates.
-
-    Args:
-      config: the run's configuration (validated here before any work starts).
-      workdir: output folder: ``config.json``, ``metrics.jsonl``, TensorBoard events under
-        ``tensorboard/``, ``checkpoints/``, and at the end ``eval.json``, ``curves.png`` and
-        ``samples.png``.
-      stop_at_step: stop (as an interruption would) once this many steps are done, saving a
-        checkpoint: a later call continues from there. For notebooks and tests.
-
-    Returns:
-      A dict: ``step`` reached, ``start_step`` (the checkpoint step it resumed from, 0 for a
-      new run), ``steps_run`` (``step - start_step``: trained by this call), ``interrupted``
-      (a signal number, ``"stop_at_step"`` or ``None``), ``eval`` (as in ``eval.json``, when
-      the run completed), ``trace_count`` of the train step, ``train_seconds`` and
-      ``steps_per_second`` (of this call's steps), and the final ``state``.
-
-    Raises:
-      ValueError: an invalid config or data folder, or a workdir holding another run.
-      NonFiniteLossError: `max_nonfinite` consecutive non-finite steps (no checkpoint written
-        for them; the last good one stays).
+    A record is logged every `log_every` steps, at the last step of each phase (so no record
+    averages two phases) and at the end; a checkpoint is saved every `checkpoint_every` steps,
+    at the end, and when the loop stops early (a signal or `stop_at_step`).
     """
-    config.validate()
-    if config.distributed:
-        jax.distributed.initialize()
-    loss_fn, weights = build_loss(config)
-    mesh = make_mesh(config)
-    _check_resumable(config, workdir)
-    dataset = load_dataset(config)
-    chief = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    if chief:
-        _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
-    state, model_def, tx = create_train_state(config)
-    state = jax.device_put(state, replicated)
-    checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    start = checkpoints.latest_step() or 0
-    if start:
-        state = checkpoints.restore(state, start)
-    step_fn = TrainStep(config, model_def, tx, loss_fn, weights)
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(replicated, data_sharding),
-        out_shardings=(replicated, replicated),
-        donate_argnums=() if jax.default_backend() == "cpu" else (0,),
-    )
-
-    global_shape = (config.batch_size, config.patch_size, config.patch_size, config.channels)
-    per_process = config.batch_size // jax.process_count()
-    lo = jax.process_index() * per_process
-
-    def make_batch(step):
-        clean = sample_batch(
-            dataset.train,
-            seed=config.seed,
-            step=step,
-            batch_size=config.batch_size,
-            patch_size=config.patch_size,
-        )
-        return jax.make_array_from_process_local_data(
-            data_sharding, clean[lo : lo + per_process], global_shape
-        )
-
-    phases = config.phase_list
-    starts = phase_boundaries(config)
-    # A metrics line is also logged at the last step of each phase, so no line averages steps
-    # of two phases.
-    phase_ends = frozenset(starts[1:])
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    records = _read_records(metrics_path, start)
-    writer = None
-    if chief:
-        # Drop what was logged after the checkpoint we resume from: those steps run again.
-        with open(metrics_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        from tensorboardX import SummaryWriter
-
-        writer = SummaryWriter(
-            os.path.join(workdir, "tensorboard"), purge_step=start if start else None
-        )
-    from tqdm.auto import tqdm
-
-    if chief and start:
-        # Said whether or not the progress bar shows it.
-        done = " (already finished: evaluating only)" if start >= config.steps else ""
-        print(
-            f"resuming {workdir} from step {start} of {config.steps}{done}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    stop_reason = None
-    pending: list[dict] = []
-    last_log_time, last_log_step = time.perf_counter(), start
-    t_start = time.perf_counter()
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        disable=not (config.progress_bar and chief),
-        dynamic_ncols=True,
-        unit="step",
-    )
-    loader = Prefetcher(make_batch, start, config.steps, config.prefetch)
-    step = start
+    c = run.config
+    log = PeriodicAction(every_steps=c.log_every, on_steps=(*c.phase_boundaries[1:], c.steps))
+    save = PeriodicAction(every_steps=c.checkpoint_every, on_steps=(c.steps,))
+    state, stop_reason, pending = run.state, None, []
+    clock = [time.perf_counter(), run.start]  # time and step of the last record
+    loader = Prefetcher(run.make_batch, run.start, c.steps, c.prefetch)
     try:
         with _Stop() as stop:
-            for step_index, batch in loader:
-                state, metrics = train_step(state, batch)
+            for index, batch in loader:
+                state, metrics = run.train_step(state, batch)
                 pending.append(metrics)
-                step = step_index + 1
-                bar.update(1)
-                last = step == config.steps
-                if step % config.log_every == 0 or last or step in phase_ends:
-                    host = jax.device_get(pending)
+                step = index + 1
+                writer.advance()
+                if log(step):
+                    writer.write_record(_record(c, step, pending, state, clock))
+                    _stop_if_diverged(c, jax.device_get(pending[-1]), step, run.checkpoints)
                     pending = []
-                    now = time.perf_counter()
-                    record = {"step": step, "phase": phases[int(host[-1]["phase"])].name}
-                    for k in ("loss", "mae", "dssim", "ssim", "psnr"):
-                        vals = [float(m[k]) for m in host if k in m and bool(m["finite"])]
-                        record[k] = float(np.mean(vals)) if vals else float("nan")
-                    for k in (*[f"lr_{g}" for g in GROUPS], "w_ssim", "w_mae"):
-                        record[k] = float(host[-1][k])
-                    record["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
-                    record["steps_per_second"] = (step - last_log_step) / max(
-                        now - last_log_time, 1e-9
-                    )
-                    last_log_time, last_log_step = now, step
-                    records.append(record)
-                    if chief:
-                        with open(metrics_path, "a") as f:
-                            f.write(json.dumps(record) + "\n")
-                        for k, v in record.items():
-                            if k not in ("step", "phase"):
-                                writer.add_scalar(f"train/{k}", v, step)
-                        writer.add_text("train/phase", record["phase"], step)
-                    bar.set_description(record["phase"])
-                    bar.set_postfix(
-                        loss=f"{record['loss']:.4f}",
-                        psnr=f"{record['psnr']:.2f}",
-                        ssim=f"{record['ssim']:.3f}",
-                    )
-                    nonfinite = int(host[-1]["nonfinite"])
-                    if nonfinite >= config.max_nonfinite:
-                        good = checkpoints.latest_step()
-                        raise NonFiniteLossError(
-                            f"stopped at step {step}: {nonfinite} consecutive steps had a "
-                            f"non-finite loss or gradient (max_nonfinite={config.max_nonfinite}); "
-                            "their updates were skipped. The last good checkpoint is "
-                            + (f"step {good} in {checkpoints.directory}" if good else "none")
-                            + ". Lower the learning rates or check the data."
-                        )
-                interrupt = stop.signum is not None
-                at_stop = stop_at_step is not None and step >= stop_at_step and not last
-                if step % config.checkpoint_every == 0 or last or interrupt or at_stop:
-                    if int(jax.device_get(state.nonfinite)) < config.max_nonfinite:
-                        checkpoints.save(state)
-                if interrupt or at_stop:
-                    stop_reason = stop.signum if interrupt else "stop_at_step"
+                if stop.signum is not None:
+                    stop_reason = stop.signum
+                elif stop_at_step is not None and stop_at_step <= step < c.steps:
+                    stop_reason = "stop_at_step"
+                if save(step) or stop_reason is not None:
+                    if int(jax.device_get(state.nonfinite)) < c.max_nonfinite:
+                        run.checkpoints.save(state)
+                if stop_reason is not None:
                     break
     finally:
         loader.close()
-        bar.close()
-        checkpoints.close()
-        if writer is not None:
-            writer.flush()
+    return state, stop_reason
 
-    train_seconds = time.perf_counter() - t_start
-    result = {
-        "step": step,
-        "start_step": start,
-        "steps_run": step - start,
-        "interrupted": stop_reason,
-        "trace_count": step_fn.traces,
-        "train_seconds": train_seconds,
-        "steps_per_second": (step - start) / max(train_seconds, 1e-9),
-        "state": state,
-        "eval": None,
-    }
-    if stop_reason is not None:
-        if writer is not None:
-            writer.close()
-        return result
 
-    evaluate = make_evaluator(config, model_def)
+def _record(config: Config, step: int, pending: list, state: TrainState, clock: list) -> dict:
+    """One `metrics.jsonl` line: the means of the finite steps since the last line."""
+    host = jax.device_get(pending)
+    record = {"step": step, "phase": config.phases[int(host[-1]["phase"])].name}
+    for k in ("loss", "mae", "dssim", "ssim", "psnr"):
+        vals = [float(m[k]) for m in host if k in m and bool(m["finite"])]
+        record[k] = float(np.mean(vals)) if vals else float("nan")
+    for k in (*[f"lr_{g}" for g in GROUPS], "w_ssim", "w_mae"):
+        record[k] = float(host[-1][k])
+    record["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
+    now = time.perf_counter()
+    record["steps_per_second"] = (step - clock[1]) / max(now - clock[0], 1e-9)
+    clock[:] = [now, step]
+    return record
+
+
+def _stop_if_diverged(config: Config, last: dict, step: int, checkpoints: Checkpointer) -> None:
+    nonfinite = int(last["nonfinite"])
+    if nonfinite >= config.max_nonfinite:
+        good = checkpoints.latest_step()
+        raise NonFiniteLossError(
+            f"stopped at step {step}: {nonfinite} consecutive steps had a "
+            f"non-finite loss or gradient (max_nonfinite={config.max_nonfinite}); "
+            "their updates were skipped. The last good checkpoint is "
+            + (f"step {good} in {checkpoints.directory}" if good else "none")
+            + ". Lower the learning rates or check the data."
+        )
+
+
+# ------------------------------------------------------------------------------ evaluation
+def _evaluate(run: _Run, state: TrainState, writer: MetricWriter) -> dict:
+    """Held-out metrics (`eval.json`, TensorBoard) and the plots, from the final state."""
+    config = run.config
+    evaluate = make_evaluator(config, state.apply_fn)
     params = jax.device_get(state.params)
-    means, shown = evaluate_dataset(config, evaluate, params, dataset.eval, seed=config.seed + 1)
-    result["eval"] = means
-    if chief:
-        _write_json(os.path.join(workdir, "eval.json"), means)
-        for which, m in means.items():
-            for k, v in m.items():
-                writer.add_scalar(f"eval/{which}/{k}", v, step)
-        writer.close()
-        names = [(s, p.name) for s, p in zip(starts, phases, strict=True)]
-        _plots.plot_curves(records, names, os.path.join(workdir, "curves.png"))
+    means, shown = evaluate_dataset(
+        config, evaluate, params, run.dataset.eval, seed=config.seed + 1
+    )
+    if run.chief:
+        write_json(os.path.join(run.workdir, "eval.json"), means)
+        writer.write_eval(int(jax.device_get(state.step)), means)
+        names = [(s, p.name) for s, p in zip(config.phase_boundaries, config.phases, strict=True)]
+        _plots.plot_curves(writer.records, names, os.path.join(run.workdir, "curves.png"))
         if config.num_samples:
-            _plots.plot_samples(shown, os.path.join(workdir, "samples.png"), num=config.num_samples)
-    return result
+            path = os.path.join(run.workdir, "samples.png")
+            _plots.plot_samples(shown, path, num=config.num_samples)
+    return means

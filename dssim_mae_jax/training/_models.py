@@ -1,7 +1,9 @@
 """Flax NNX restoration models, each split into two parameter groups: ``body`` and ``head``.
 
-The group is the first attribute name of every parameter, which is how the optimizer labels
-them (`param_labels`): a phase may give the body a lower learning rate, or freeze it.
+Both models share one body (3x3 convolutions with ReLU) and one head (a last convolution that
+predicts a residual); they differ only in how the residual is combined with the input. The
+group is the first attribute name of every parameter, which is how the optimizer labels them
+(`param_labels`): a phase may give the body a lower learning rate, or freeze it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ._color import bicubic_upsample
 from ._config import Config
 
 
@@ -25,7 +28,23 @@ def _conv(cin, cout, *, dtype, rngs, kernel_init=None):
 _small_init = nnx.initializers.variance_scaling(0.1, "fan_in", "truncated_normal")
 
 
-class DnCNN(nnx.Module):
+class _ResidualCNN(nnx.Module):
+    """``depth - 1`` convolutions with ReLU (``body``), then one convolution (``head``)."""
+
+    def __init__(self, *, channels: int, out_channels: int, features: int, depth: int, dtype, rngs):
+        convs = [_conv(channels, features, dtype=dtype, rngs=rngs)]
+        convs += [_conv(features, features, dtype=dtype, rngs=rngs) for _ in range(depth - 2)]
+        self.body = nnx.List(convs)
+        self.head = _conv(features, out_channels, dtype=dtype, rngs=rngs, kernel_init=_small_init)
+
+    def residual(self, x: jax.Array) -> jax.Array:
+        h = x
+        for conv in self.body:
+            h = nnx.relu(conv(h))
+        return self.head(h)
+
+
+class DnCNN(_ResidualCNN):
     """A DnCNN-style residual denoiser (Zhang et al., IEEE TIP 2017), without batch norm.
 
     ``depth`` 3x3 convolutions (ReLU between them) predict the noise, which is subtracted from
@@ -40,16 +59,17 @@ class DnCNN(nnx.Module):
     """
 
     def __init__(self, *, channels: int, features: int, depth: int, dtype=jnp.float32, rngs):
-        convs = [_conv(channels, features, dtype=dtype, rngs=rngs)]
-        convs += [_conv(features, features, dtype=dtype, rngs=rngs) for _ in range(depth - 2)]
-        self.body = nnx.List(convs)
-        self.head = _conv(features, channels, dtype=dtype, rngs=rngs, kernel_init=_small_init)
+        super().__init__(
+            channels=channels,
+            out_channels=channels,
+            features=features,
+            depth=depth,
+            dtype=dtype,
+            rngs=rngs,
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x
-        for conv in self.body:
-            h = nnx.relu(conv(h))
-        return x - self.head(h).astype(x.dtype)
+        return x - self.residual(x).astype(x.dtype)
 
 
 def pixel_shuffle(x: jax.Array, scale: int) -> jax.Array:
@@ -62,13 +82,7 @@ def pixel_shuffle(x: jax.Array, scale: int) -> jax.Array:
     return x.reshape(*lead, h * scale, w * scale, cout)
 
 
-def bicubic_resize(x: jax.Array, height: int, width: int) -> jax.Array:
-    """Bicubic resize of [..., H, W, C] images (antialiased when shrinking)."""
-    shape = (*x.shape[:-3], height, width, x.shape[-1])
-    return jax.image.resize(x, shape, method="cubic", antialias=True)
-
-
-class SRNet(nnx.Module):
+class SRNet(_ResidualCNN):
     """A small super-resolution network with sub-pixel upsampling (ESPCN-like, residual).
 
     The body works at low resolution; the head maps to ``channels * scale**2`` features that
@@ -86,39 +100,25 @@ class SRNet(nnx.Module):
     def __init__(
         self, *, channels: int, scale: int, features: int, depth: int, dtype=jnp.float32, rngs
     ):
-        self.scale = scale
-        convs = [_conv(channels, features, dtype=dtype, rngs=rngs)]
-        convs += [_conv(features, features, dtype=dtype, rngs=rngs) for _ in range(depth - 2)]
-        self.body = nnx.List(convs)
-        self.head = _conv(
-            features, channels * scale * scale, dtype=dtype, rngs=rngs, kernel_init=_small_init
+        super().__init__(
+            channels=channels,
+            out_channels=channels * scale * scale,
+            features=features,
+            depth=depth,
+            dtype=dtype,
+            rngs=rngs,
         )
+        self.scale = scale
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = x
-        for conv in self.body:
-            h = nnx.relu(conv(h))
-        residual = pixel_shuffle(self.head(h), self.scale).astype(x.dtype)
-        s = self.scale
-        return bicubic_resize(x, x.shape[-3] * s, x.shape[-2] * s) + residual
+        residual = pixel_shuffle(self.residual(x), self.scale).astype(x.dtype)
+        return bicubic_upsample(x, self.scale) + residual
 
 
 def make_model(config: Config, *, rngs: nnx.Rngs) -> nnx.Module:
     """The model for `config.task`: `DnCNN` for ``denoise``, `SRNet` for ``sr``."""
     dtype = jnp.dtype(config.compute_dtype)
+    size = {"channels": config.channels, "features": config.features, "depth": config.depth}
     if config.task == "denoise":
-        return DnCNN(
-            channels=config.channels,
-            features=config.features,
-            depth=config.depth,
-            dtype=dtype,
-            rngs=rngs,
-        )
-    return SRNet(
-        channels=config.channels,
-        scale=config.scale,
-        features=config.features,
-        depth=config.depth,
-        dtype=dtype,
-        rngs=rngs,
-    )
+        return DnCNN(**size, dtype=dtype, rngs=rngs)
+    return SRNet(**size, scale=config.scale, dtype=dtype, rngs=rngs)

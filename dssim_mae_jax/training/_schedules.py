@@ -1,8 +1,13 @@
-"""Phases as data: step boundaries, per-group learning-rate schedules, loss weights, optimizer.
+"""Phases as data: per-group learning-rate schedules, loss weights, and the optimizer.
 
 Everything that changes at a phase boundary is a function of the step evaluated *inside* the
 jitted train step (`optax.join_schedules` for learning rates, a table lookup for loss weights),
 so one compiled step serves every phase and nothing retraces when a phase ends.
+
+Built once per run::
+
+  tx, rates = make_optimizer(config)    # rates: {"body": schedule, "head": schedule}
+  schedule = make_schedule(config, rates, preset_weights)   # step -> weights, rates, phase
 """
 
 from __future__ import annotations
@@ -15,48 +20,11 @@ import optax
 
 from ._config import GROUPS, Config
 
-FROZEN = "frozen"
-
-
-def phase_boundaries(config: Config) -> tuple[int, ...]:
-    """First step of each phase (the first is 0), from the phase fractions and `config.steps`."""
-    starts, acc = [], 0.0
-    for p in config.phases:
-        starts.append(round(acc * config.steps))
-        acc += p["fraction"]
-    return tuple(starts)
-
 
 def phase_index(step: jax.typing.ArrayLike, boundaries: tuple[int, ...]) -> jax.Array:
     """Index of the phase that `step` falls in (traceable; no retrace when it changes)."""
     b = jnp.asarray(boundaries[1:], dtype=jnp.int32)
     return jnp.searchsorted(b, jnp.asarray(step, jnp.int32), side="right").astype(jnp.int32)
-
-
-def loss_weights_fn(
-    config: Config, preset_weights: Mapping[str, float]
-) -> Callable[[jax.Array], dict[str, jax.Array]]:
-    """Returns ``step -> {"ssim": w_structural, "mae": w_absolute}`` as traced scalars.
-
-    A phase weight of ``None`` falls back to the preset's own weight.
-    """
-    boundaries = phase_boundaries(config)
-    table = {
-        key: jnp.asarray(
-            [
-                preset_weights[key] if p[f"{key}_weight"] is None else p[f"{key}_weight"]
-                for p in config.phases
-            ],
-            jnp.float32,
-        )
-        for key in ("ssim", "mae")
-    }
-
-    def weights(step):
-        i = phase_index(step, boundaries)
-        return {key: t[i] for key, t in table.items()}
-
-    return weights
 
 
 def _phase_schedule(peak: float, steps: int, config: Config) -> optax.Schedule:
@@ -80,21 +48,16 @@ def learning_rate_schedules(config: Config) -> dict[str, optax.Schedule]:
     Within a phase: linear warm-up over `warmup_fraction` of its steps, then cosine decay to
     `final_lr_fraction` of the phase's peak. A group frozen in a phase has rate 0 there.
     """
-    starts = phase_boundaries(config)
+    starts = config.phase_boundaries
     ends = (*starts[1:], config.steps)
     out = {}
     for g in GROUPS:
         scheds = []
         for p, s, e in zip(config.phases, starts, ends, strict=True):
-            peak = 0.0 if g in p["frozen"] else float(p["learning_rates"][g])
+            peak = 0.0 if g in p.frozen else float(p.learning_rates[g])
             scheds.append(_phase_schedule(peak, e - s, config))
         out[g] = scheds[0] if len(scheds) == 1 else optax.join_schedules(scheds, list(starts[1:]))
     return out
-
-
-def always_frozen_groups(config: Config) -> tuple[str, ...]:
-    """Groups frozen in every phase: they get `optax.set_to_zero()` and no optimizer state."""
-    return tuple(g for g in GROUPS if all(g in p["frozen"] for p in config.phases))
 
 
 def param_labels(params) -> object:
@@ -113,29 +76,57 @@ def param_labels(params) -> object:
 def make_optimizer(
     config: Config,
 ) -> tuple[optax.GradientTransformation, dict[str, optax.Schedule]]:
-    """`optax.multi_transform` (a.k.a. `optax.partition`) of AdamW over the parameter groups.
+    """AdamW per parameter group (`optax.partition`), after global-norm clipping.
 
-    Returns the transformation and the per-group learning-rate schedules (for logging).
+    A group frozen in *every* phase gets `optax.set_to_zero()` (no optimizer state); a group
+    frozen in some phases only keeps its AdamW and has learning rate 0 there.
+
+    Returns:
+      The transformation and its per-group learning-rate schedules
+      (`learning_rate_schedules`), for `make_schedule`.
     """
-    schedules = learning_rate_schedules(config)
-    frozen = set(always_frozen_groups(config))
-    transforms = {
-        g: (
-            optax.set_to_zero()
-            if g in frozen
-            else optax.adamw(schedules[g], weight_decay=config.weight_decay)
-        )
-        for g in GROUPS
-    }
+    learning_rates = learning_rate_schedules(config)
 
-    def labels(params):
-        return jax.tree.map(lambda g: FROZEN if g in frozen else g, param_labels(params))
+    def transform(group):
+        if all(group in p.frozen for p in config.phases):
+            return optax.set_to_zero()
+        return optax.adamw(learning_rates[group], weight_decay=config.weight_decay)
 
-    if frozen:
-        transforms[FROZEN] = optax.set_to_zero()
-        for g in frozen:
-            del transforms[g]
-    tx = optax.multi_transform(transforms, labels)
+    tx = optax.partition({g: transform(g) for g in GROUPS}, param_labels)
     if config.grad_clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-    return tx, schedules
+    return tx, learning_rates
+
+
+def make_schedule(
+    config: Config,
+    learning_rates: Mapping[str, optax.Schedule],
+    preset_weights: Mapping[str, float],
+) -> Callable[[jax.Array], dict[str, jax.Array]]:
+    """``step -> {"phase", "lr_body", "lr_head", "w_ssim", "w_mae"}`` as traced scalars.
+
+    `learning_rates` are the schedules `make_optimizer` returned with the optimizer. The loss
+    weights of a phase are its ``ssim_weight`` / ``mae_weight``; ``None`` falls back to the
+    preset's own weight (`preset_weights`, from `build_loss`).
+    """
+    boundaries = config.phase_boundaries
+    weights = {
+        key: jnp.asarray(
+            [
+                preset_weights[key] if getattr(p, f"{key}_weight") is None
+                else getattr(p, f"{key}_weight")
+                for p in config.phases
+            ],
+            jnp.float32,
+        )
+        for key in ("ssim", "mae")
+    }  # fmt: skip
+
+    def at(step):
+        i = phase_index(step, boundaries)
+        out = {"phase": i}
+        out.update({f"lr_{g}": jnp.asarray(learning_rates[g](step), jnp.float32) for g in GROUPS})
+        out.update({f"w_{key}": table[i] for key, table in weights.items()})
+        return out
+
+    return at

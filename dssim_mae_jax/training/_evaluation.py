@@ -1,0 +1,106 @@
+"""Held-out evaluation: PSNR, SSIM, MS-SSIM, MAE (and Y-channel metrics for super-resolution)
+of the model and of its input, one image at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import dssim_mae_jax as dmj
+
+from . import _color
+from ._config import Config
+from ._data import center_crop, degrade
+
+
+def ms_ssim_min_size(filter_size: int, num_scales: int) -> int:
+    """Smallest image side a valid ``filter_size`` window fits at every one of `num_scales`.
+
+    Each scale halves the image, so the coarsest has ``side / 2**(num_scales - 1)`` pixels and
+    needs ``filter_size``: ``(filter_size - 1) * 2**(num_scales - 1) + 1`` (161 for the usual
+    11-tap window over 5 scales; `num_scales=1` is single-scale SSIM).
+    """
+    # TODO(lead): use dssim_mae_jax._ssim.ms_ssim_min_size once the library core has it.
+    return (filter_size - 1) * 2 ** (num_scales - 1) + 1
+
+
+# `dmj.ms_ssim` defaults: an 11-tap Gaussian window over 5 scales.
+_MS_SSIM_MIN_SIZE = ms_ssim_min_size(11, 5)
+
+
+def image_metrics(restored: jax.Array, clean: jax.Array) -> dict[str, jax.Array]:
+    """PSNR, SSIM, MS-SSIM (when the images are large enough) and MAE per image, on [0, 1]."""
+    out = {
+        "psnr": dmj.psnr(restored, clean, max_val=1.0),
+        "ssim": dmj.ssim(restored, clean, max_val=1.0),
+        "mae": dmj.mae(restored, clean, max_val=1.0),
+    }
+    if min(clean.shape[-3:-1]) >= _MS_SSIM_MIN_SIZE:
+        out["ms_ssim"] = dmj.ms_ssim(restored, clean, max_val=1.0)
+    return out
+
+
+def y_metrics(restored: jax.Array, clean: jax.Array, border: int) -> dict[str, jax.Array]:
+    """PSNR and SSIM on the BT.601 luminance with `border` pixels cropped (SR convention)."""
+    ry = _color.crop_border(_color.rgb_to_y(restored), border)
+    cy = _color.crop_border(_color.rgb_to_y(clean), border)
+    return {"psnr_y": dmj.psnr(ry, cy, max_val=1.0), "ssim_y": dmj.ssim(ry, cy, max_val=1.0)}
+
+
+def make_evaluator(config: Config, apply_fn: Callable) -> Callable:
+    """``evaluate(params, clean, key) -> (metrics, images)`` for one batch of clean images.
+
+    ``metrics`` is ``{"input": {...}, "model": {...}}``: ``input`` scores what the model
+    receives (the noisy image, or for super-resolution its bicubic upsampling — the usual
+    baseline); ``model`` scores the restoration. Both are clipped to [0, 1] first, as a saved
+    image would be. ``images`` holds those two rows.
+    """
+
+    def evaluate(params, clean, key):
+        degraded = degrade(config, clean, key)
+        restored = apply_fn(params, degraded).astype(jnp.float32)
+        baseline = (
+            _color.bicubic_upsample(degraded, config.scale) if config.task == "sr" else degraded
+        )
+        # Score both rows in one call (a leading axis of 2): the metrics are traced once.
+        both = jnp.clip(jnp.stack([baseline, restored]), 0.0, 1.0)
+        target = jnp.broadcast_to(clean, both.shape)
+        m = image_metrics(both, target)
+        if config.task == "sr":
+            m.update(y_metrics(both, target, config.scale))
+        out = {name: {k: v[i] for k, v in m.items()} for i, name in enumerate(("input", "model"))}
+        return out, {"input": both[0], "model": both[1]}
+
+    return jax.jit(evaluate)
+
+
+def evaluate_dataset(
+    config: Config, evaluate: Callable, params, images, *, seed: int
+) -> tuple[dict, list]:
+    """Mean metrics over held-out images (one at a time: sizes may differ) and the images.
+
+    Returns:
+      ``({"input": {metric: mean}, "model": {...}}, [(degraded, restored, clean), ...])``.
+    """
+    multiple = config.scale if config.task == "sr" else 1
+    per_image: dict[str, dict[str, list[float]]] = {"input": {}, "model": {}}
+    shown = []
+    key = jax.random.PRNGKey(seed)
+    for i, img in enumerate(images):
+        clean = jnp.asarray(center_crop(img, config.eval_crop, multiple))[None]
+        metrics, out = evaluate(params, clean, jax.random.fold_in(key, i))
+        metrics = jax.device_get(metrics)
+        for which, m in metrics.items():
+            for k, v in m.items():
+                per_image[which].setdefault(k, []).append(float(np.asarray(v)[0]))
+        shown.append(
+            (np.asarray(out["input"][0]), np.asarray(out["model"][0]), np.asarray(clean[0]))
+        )
+    means = {
+        which: {k: float(np.mean(v)) for k, v in m.items() if len(v) == len(images)}
+        for which, m in per_image.items()
+    }
+    return means, shown
