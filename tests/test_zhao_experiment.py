@@ -74,6 +74,19 @@ def test_mix_and_remedy_match_released_formula():
     np.testing.assert_allclose(float(losses.make("mix_luma")(xf, yf)), expected, rtol=2e-4)
 
 
+def test_mix_matches_the_library_preset():
+    # The same released MSSSIML1 (alpha 0.84) as the library's `zhao-mix` preset at 31 taps.
+    import dssim_mae_jax as dmj
+
+    try:
+        preset = dmj.make_loss("zhao-mix", filter_size=31, reduction="mean")
+        x, y = (jnp.asarray(v, jnp.float32) for v in _patches(3))
+        expected = float(preset(x, y)[0])
+    except ValueError as e:  # an older preset (pyramid MS-SSIM) rejects 31-pixel patches
+        pytest.skip(f"zhao-mix preset without full-resolution MS-SSIM: {e}")
+    np.testing.assert_allclose(float(losses.make("mix")(x, y)), expected, rtol=1e-5)
+
+
 def test_l1_l2_and_unknown_loss():
     x, y = _patches(2)
     xf, yf = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
