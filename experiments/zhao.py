@@ -73,7 +73,7 @@ def _configs(args, tasks):
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
-    tasks = ("denoise", "sr", "jpeg") if args.task == "all" else (args.task,)
+    tasks = data.TASKS if args.task == "all" else (args.task,)
     runs_dir = args.runs_dir or os.path.join("runs", "zhao_quick" if args.quick else "zhao")
     split = _split(args)
     log = lambda m: print(m, file=sys.stderr, flush=True)
