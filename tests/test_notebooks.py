@@ -67,3 +67,15 @@ def test_stored_notebook_is_small_and_lint_clean(name):
     assert sum("DSSIM_MAE_QUICK" in c.source for c in code) == 1
     # Nothing re-implemented: the notebooks import the library.
     assert any("dssim_mae_jax" in c.source for c in code)
+
+
+ZHAO_NOTEBOOK = "03_zhao_reproduction.ipynb"  # experiments/zhao.py's results (quick mode here)
+
+
+@pytest.mark.slow
+def test_zhao_notebook_runs_in_quick_mode(kernel_name):
+    test_notebook_runs_in_quick_mode(ZHAO_NOTEBOOK, kernel_name)
+
+
+def test_zhao_stored_notebook_is_small_and_lint_clean():
+    test_stored_notebook_is_small_and_lint_clean(ZHAO_NOTEBOOK)

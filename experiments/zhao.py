@@ -1,0 +1,126 @@
+"""Zhao et al.'s loss comparison at CPU scale: which loss should I train with?
+
+Trains the same small fully-convolutional net with l2, l1, SSIM, MS-SSIM, Mix (0.84 MS-SSIM +
+0.16 Gaussian-weighted l1), the phased schedule l1 -> Mix, and a colour-cast remedy (Mix with
+MS-SSIM on luma), on 31x31 patches, for several tasks and seeds; evaluates on full held-out
+images; writes a markdown report with tables, paired differences with 95% intervals, curves
+and the colour cast. Finished runs (one JSON each under --runs-dir) are reused.
+
+  python experiments/zhao.py --task all --out docs/results_zhao.md
+  python experiments/zhao.py --task denoise --quick --out /tmp/zhao_quick.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The repository's dssim_mae_jax first (not an older installed copy), then zhao_study.
+sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from zhao_study import data, losses, report, run  # noqa: E402  (after the path)
+
+QUICK = {"steps": 24, "batch": 4, "eval_every": 8, "features": 8, "val_crop": 48}
+QUICK_SIZE = 176  # quick mode: crop every image to this (MS-SSIM needs 161)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="all", choices=(*data.TASKS, "all"))
+    p.add_argument("--out", default="docs/results_zhao.md", help="markdown report to write")
+    p.add_argument("--runs-dir", default=None, help="per-run JSON (default runs/zhao[_quick])")
+    p.add_argument("--data-dir", default=None, help="folder of PNG/JPEG (default: bundled)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--losses", nargs="+", default=list(losses.LOSSES), choices=losses.LOSSES)
+    p.add_argument("--steps", type=int, default=None, help="training steps per run")
+    p.add_argument("--quick", action="store_true", help="tiny and fast (tests, notebook)")
+    p.add_argument("--report-only", action="store_true", help="no training, report what exists")
+    return p.parse_args(argv)
+
+
+def _split(args) -> data.Split:
+    split = data.load_split(args.data_dir)
+    if not args.quick:
+        return split
+    crop = lambda ims: tuple(im[:QUICK_SIZE, :QUICK_SIZE] for im in ims)
+    return dataclasses.replace(
+        split,
+        train=crop(split.train[:3]),
+        eval=crop(split.eval[:2]),
+        train_names=split.train_names[:3],
+        eval_names=split.eval_names[:2],
+    )
+
+
+def _configs(args, tasks):
+    extra = dict(QUICK) if args.quick else {}
+    if args.steps:
+        extra["steps"] = args.steps
+        extra.setdefault("eval_every", max(1, args.steps // 20))
+    for task in tasks:
+        for seed in args.seeds:
+            for name in args.losses:
+                yield run.RunConfig(
+                    task=task, loss=name, seed=seed, data_dir=args.data_dir, **extra
+                )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t0 = time.time()
+    tasks = data.TASKS if args.task == "all" else (args.task,)
+    runs_dir = args.runs_dir or os.path.join("runs", "zhao_quick" if args.quick else "zhao")
+    split = _split(args)
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    results, skipped = {}, set()
+    for cfg in _configs(args, tasks):
+        if cfg.loss in losses.NEEDS_MULTI_SIGMA and not losses.has_multi_sigma():
+            skipped.add(cfg.loss)
+            continue
+        path = run.result_path(runs_dir, cfg)
+        if args.report_only and not os.path.exists(path):
+            continue
+        results[(cfg.task, cfg.loss, cfg.seed)] = run.run_or_load(cfg, split, runs_dir, log=log)
+    if skipped:
+        log(f"skipped (dssim_mae_jax has no multi_sigma_ssim): {sorted(skipped)}")
+    write_report(args, tasks, results, split, wall=time.time() - t0)
+    log(f"wrote {args.out}")
+    return 0
+
+
+def machine() -> str:
+    import jax
+
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, "
+        f"JAX {jax.__version__} on {jax.default_backend()}; load average (1, 5, 15 min) "
+        f"when the report was written: {load} (shared machine)"
+    )
+
+
+def write_report(args, tasks, results, split, *, wall: float) -> None:
+    from zhao_study import text
+
+    os.makedirs(os.path.join(os.path.dirname(args.out) or ".", "figures"), exist_ok=True)
+    lines = text.header(args, split, results, machine=machine(), wall=wall)
+    for task in tasks:
+        lines += text.task_section(args, task, results, out_md=args.out)
+    lines += text.footer(results, tasks, args.seeds)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    report.write_summary(results, os.path.splitext(args.out)[0] + ".json")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""Tables, figures and the markdown report of the Zhao et al. reproduction."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from . import stats
+
+METRICS = (("psnr", "PSNR (dB) ↑", 2), ("ssim", "SSIM ↑", 4), ("ms_ssim", "MS-SSIM ↑", 4))
+METRICS += (("l1x1000", "1000 × ℓ1 ↓", 2),)
+LABELS = {
+    "input": "input (no net)",
+    "l2": "ℓ2",
+    "l1": "ℓ1",
+    "ssim": "SSIM₅",
+    "msssim": "MS-SSIM",
+    "mix": "Mix",
+    "phased": "ℓ1 → Mix",
+    "mix_luma": "Mix on luma (remedy)",
+    "mix_a50": "Mix α=0.5 (remedy)",
+}
+TASK_TITLES = {
+    "denoise": "Gaussian denoising (σ = 25/255)",
+    "sr": "Super-resolution ×2 (bicubic down, bicubic up, then the net)",
+    "jpeg": "JPEG deblocking (Pillow, quality 20)",
+    "demosaic": "Joint denoising + demosaicking (RGGB Bayer, σ = 10/255)",
+}
+FLAT_DB = 0.1  # flattened: validation PSNR moved < 0.1 dB over the last 20% of the steps
+
+
+def grid(results: dict, task: str, loss: str, key: str, seeds) -> np.ndarray:
+    """[seeds, images] of one metric; ``loss="input"`` gives the degraded input's."""
+    rows = []
+    for s in seeds:
+        if loss == "input":  # the same inputs in every run of a seed
+            r = next(v for (t, _, s2), v in results.items() if t == task and s2 == s)
+            rows.append([m[key] for m in r["input_per_image"]])
+        else:
+            rows.append([m[key] for m in results[(task, loss, s)]["per_image"]])
+    return np.asarray(rows, np.float64)
+
+
+def _fmt(v: float, nd: int) -> str:
+    return "—" if not np.isfinite(v) else f"{v:.{nd}f}"
+
+
+def _sfmt(v: float, nd: int) -> str:
+    return "—" if not np.isfinite(v) else f"{v:+.{nd}f}"
+
+
+def complete_losses(results, task, losses, seeds) -> list[str]:
+    return [name for name in losses if all((task, name, s) in results for s in seeds)]
+
+
+def metrics_table(results, task, losses, seeds) -> list[str]:
+    """The paper's layout: one row per metric, one column per loss (mean over seeds × images)."""
+    cols = ["input", *losses]
+    lines = ["| metric | " + " | ".join(LABELS.get(c, c) for c in cols) + " |"]
+    lines.append("| --- " * (len(cols) + 1) + "|")
+    for key, label, nd in METRICS:
+        vals = [np.mean(grid(results, task, c, key, seeds)) for c in cols]
+        best = np.nanargmin(vals[1:]) if key == "l1x1000" else np.nanargmax(vals[1:])
+        cells = [_fmt(v, nd) for v in vals]
+        cells[best + 1] = f"**{cells[best + 1]}**"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_table(results, task, losses, seeds, ref: str) -> list[str]:
+    """Each loss minus `ref`: mean [95% interval] (how many of the seed × image pairs > 0)."""
+    others = [name for name in losses if name != ref]
+    lines = [f"| loss − {LABELS[ref]} | " + " | ".join(f"Δ {m[1]}" for m in METRICS) + " |"]
+    lines.append("| --- " * (len(METRICS) + 1) + "|")
+    for name in others:
+        cells = []
+        for key, _, nd in METRICS:
+            p = stats.paired(
+                grid(results, task, name, key, seeds), grid(results, task, ref, key, seeds)
+            )
+            nd2 = nd if key != "psnr" else 2
+            cells.append(
+                f"{_sfmt(p['mean'], nd2)} [{_sfmt(p['lo'], nd2)}, {_sfmt(p['hi'], nd2)}]"
+                f" ({p['positive']}/{p['n']})"
+            )
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def per_image_table(results, task, losses, seeds, ref: str = "l1", key: str = "psnr"):
+    """Mean over seeds of each loss minus `ref`, per held-out image."""
+    names = results[(task, ref, seeds[0])]["eval_names"]
+    lines = [f"| loss − {LABELS[ref]} | " + " | ".join(f"`{n}`" for n in names) + " |"]
+    lines.append("| --- " * (len(names) + 1) + "|")
+    for name in losses:
+        if name == ref:
+            continue
+        d = grid(results, task, name, key, seeds) - grid(results, task, ref, key, seeds)
+        lines.append(f"| {LABELS[name]} | " + " | ".join(f"{v:+.2f}" for v in d.mean(0)) + " |")
+    return lines
+
+
+def convergence_table(results, task, losses, seeds) -> list[str]:
+    """Late change of validation PSNR and of the training loss, and the flatness verdict."""
+    lines = [
+        "| loss | steps | validation PSNR change, last 20% (dB, per seed) | "
+        "train-loss change, last 20% (per seed) | flattened | train s (mean) |"
+    ]
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    for name in losses:
+        runs = [results[(task, name, s)] for s in seeds]
+        gains = [stats.late_gain(r["curve"]) for r in runs]
+        rel = [stats.late_relative_change(r["curve"], key="train_loss") for r in runs]
+        flat = sum(abs(g) < FLAT_DB for g in gains)
+        secs = np.mean([r["train_seconds"] for r in runs])
+        lines.append(
+            f"| {LABELS[name]} | {runs[0]['config']['steps']} | "
+            + ", ".join(f"{g:+.3f}" for g in gains)
+            + " | "
+            + ", ".join(f"{v:+.1%}" for v in rel)
+            + f" | {flat}/{len(runs)} | {secs:.0f} |"
+        )
+    return lines
+
+
+def cast_table(results, task, losses, seeds) -> list[str]:
+    """Per-channel mean offset (prediction − target, 8-bit levels) on the held-out images."""
+    lines = [
+        "| loss | offset R | offset G | offset B | mean abs offset | "
+        "PSNR | PSNR, offset removed | gain (dB) |"
+    ]
+    lines.append("| --- " * 8 + "|")
+    for name in ["input", *losses]:
+        src = "input_per_image" if name == "input" else "per_image"
+        offs, psnr, psnr0 = [], [], []
+        for s in seeds:
+            r = results[(task, losses[0] if name == "input" else name, s)]
+            offs += [m["offset"] for m in r[src]]
+            psnr += [m["psnr"] for m in r[src]]
+            psnr0 += [m["psnr_offset_removed"] for m in r[src]]
+        o = np.asarray(offs)
+        lines.append(
+            f"| {LABELS[name]} | "
+            + " | ".join(f"{v:+.2f}" for v in o.mean(0))
+            + f" | {np.abs(o).mean():.2f} | {np.mean(psnr):.2f} | {np.mean(psnr0):.2f} | "
+            f"{np.mean(psnr0) - np.mean(psnr):+.2f} |"
+        )
+    return lines
+
+
+def plot_task(results, task, losses, seeds, path: str) -> None:
+    """Validation PSNR and mean |offset| against step, mean over seeds, one line per loss."""
+    # A bare Figure (no pyplot): no backend switch in a notebook that draws inline.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2), dpi=80)
+    a, b = fig.subplots(1, 2)
+    for name in losses:
+        curves = [results[(task, name, s)]["curve"] for s in seeds]
+        steps = [c["step"] for c in curves[0]]
+        psnr = np.mean([[c["psnr"] for c in cv] for cv in curves], axis=0)
+        off = np.mean([[np.mean(np.abs(c["offset"])) for c in cv] for cv in curves], axis=0)
+        color = f"C{list(LABELS).index(name) - 1}"  # the same colour for a loss in every task
+        a.plot(steps[1:], psnr[1:], label=LABELS[name], color=color)
+        b.plot(steps, off, label=LABELS[name], color=color)
+    a.set(xlabel="step", ylabel="validation PSNR (dB)", title=TASK_TITLES[task].split(" (")[0])
+    b.set(xlabel="step", ylabel="mean |channel offset| (levels)", title="colour cast")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def summary(results: dict) -> dict:
+    """Every run's settings, curve and per-image metrics, rounded (the committed JSON)."""
+
+    def rnd(v):
+        if isinstance(v, float):
+            return round(v, 5)
+        if isinstance(v, list):
+            return [rnd(x) for x in v]
+        if isinstance(v, dict):
+            return {k: rnd(x) for k, x in v.items()}
+        return v
+
+    return {f"{t}/{name}/{s}": rnd(r) for (t, name, s), r in sorted(results.items())}
+
+
+def write_summary(results: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(summary(results), f, separators=(",", ":"))
+
+
+def load_summary(path: str) -> dict:
+    """The results dict ``{(task, loss, seed): result}`` from a summary JSON."""
+    with open(path) as f:
+        raw = json.load(f)
+    out = {}
+    for key, r in raw.items():
+        t, name, s = key.split("/")
+        out[(t, name, int(s))] = r
+    return out
+
+
+def figure_path(out_md: str, task: str) -> str:
+    stem = os.path.splitext(os.path.basename(out_md))[0]
+    return os.path.join(os.path.dirname(out_md) or ".", "figures", f"{stem}_{task}.png")

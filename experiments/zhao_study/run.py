@@ -1,0 +1,192 @@
+"""Train and evaluate one run (task, loss, seed); its result is one JSON file.
+
+A finished run's file is reused as is; an unfinished run starts again (a run is minutes long).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import dssim_mae_jax as dmj
+
+from . import data, losses, models
+
+PHASED = ("l1", "mix")  # MAE first, then the Mix; the switch is at `switch` of the steps
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Hyperparameters of one run (the same for every loss)."""
+
+    task: str
+    loss: str
+    seed: int
+    steps: int = 1500
+    batch: int = 16
+    patch: int = losses.PATCH
+    lr: float = 1e-3
+    final_lr_fraction: float = 0.01  # cosine decay to lr * this
+    switch: float = 0.5  # phased: fraction of steps trained with l1
+    features: int = 16
+    kernels: tuple[int, int, int] = (5, 3, 3)
+    residual: bool = True
+    eval_every: int = 75
+    val_crop: int = 128  # validation curve: the centre crop of each held-out image
+    data_dir: str | None = None
+
+
+def result_path(out_dir: str, cfg: RunConfig) -> str:
+    return os.path.join(out_dir, cfg.task, f"{cfg.loss}_s{cfg.seed}.json")
+
+
+def _phases(cfg: RunConfig) -> list[tuple[str, int]]:
+    """(loss name, number of steps) per phase."""
+    if cfg.loss != "phased":
+        return [(cfg.loss, cfg.steps)]
+    first = round(cfg.steps * cfg.switch)
+    return [(PHASED[0], first), (PHASED[1], cfg.steps - first)]
+
+
+@functools.cache
+def _step_fn(loss_name: str, graphdef):
+    """The jitted train step of one loss, shared by every run (compiled once per loss)."""
+    loss_fn = losses.make(loss_name)
+    tx = optax.scale_by_adam()
+
+    @jax.jit
+    def step(params, opt_state, x, y, lr):
+        def objective(p):
+            return loss_fn(nnx.merge(graphdef, p)(x), y)
+
+        loss, grads = jax.value_and_grad(objective)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: -lr * u, updates)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step, tx
+
+
+@functools.cache
+def _apply(graphdef):
+    @jax.jit
+    def apply(params, x):
+        return jnp.clip(nnx.merge(graphdef, params)(x[None])[0], 0.0, 1.0)
+
+    return apply
+
+
+def _centre(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    r, c = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return img[r : r + size, c : c + size]
+
+
+def channel_offset(pred: np.ndarray, target: np.ndarray) -> list[float]:
+    """Mean of ``pred - target`` per channel, in 8-bit levels (the colour cast)."""
+    return [float(v) for v in (np.mean(pred - target, axis=(0, 1)) * 255)]
+
+
+def image_metrics(pred, target) -> dict:
+    """PSNR, SSIM, MS-SSIM (Wang et al. defaults), 1000 x l1, offsets, offset-free PSNR."""
+    p, t = jnp.asarray(pred), jnp.asarray(target)
+    small = min(t.shape[:2]) < 161  # the 5-scale MS-SSIM needs 161 pixels
+    offset = channel_offset(np.asarray(pred), np.asarray(target))
+    centred = p - jnp.asarray(offset, jnp.float32).reshape(1, 1, -1) / 255
+    return {
+        "psnr": float(dmj.psnr(p, t, max_val=1.0)),
+        "ssim": float(dmj.ssim(p, t, max_val=1.0)),
+        "ms_ssim": float("nan") if small else float(dmj.ms_ssim(p, t, max_val=1.0)),
+        "l1x1000": 1000 * float(dmj.mae(p, t, max_val=1.0)),
+        "offset": offset,
+        "psnr_offset_removed": float(dmj.psnr(centred, t, max_val=1.0)),
+    }
+
+
+def _validate(apply, params, val_pairs) -> dict:
+    psnrs, offsets = [], []
+    for x, y in val_pairs:
+        pred = np.asarray(apply(params, jnp.asarray(x)))
+        psnrs.append(float(dmj.psnr(pred, y, max_val=1.0)))
+        offsets.append(channel_offset(pred, y))
+    return {"psnr": float(np.mean(psnrs)), "offset": np.mean(offsets, axis=0).tolist()}
+
+
+def train_and_evaluate(cfg: RunConfig, split: data.Split) -> dict:
+    """Trains `cfg` on `split.train`; returns curves and full-image held-out metrics."""
+    t0 = time.time()
+    model = models.ZhaoNet(
+        features=cfg.features,
+        kernels=cfg.kernels,
+        residual=cfg.residual,
+        rngs=nnx.Rngs(params=cfg.seed),
+    )
+    graphdef, params = nnx.split(model)
+    schedule = optax.cosine_decay_schedule(cfg.lr, cfg.steps, alpha=cfg.final_lr_fraction)
+    sampler = data.PatchSampler(
+        split.train, cfg.task, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed
+    )
+    eval_pairs = data.eval_pairs(split.eval, cfg.task, seed=cfg.seed)
+    val_pairs = [(_centre(x, cfg.val_crop), _centre(y, cfg.val_crop)) for x, y in eval_pairs]
+    apply = _apply(graphdef)
+    curve = [{"step": 0, "train_loss": None, **_validate(apply, params, val_pairs)}]
+    start, losses_seen = 0, []
+    for name, n in _phases(cfg):
+        # A fresh Adam state per phase (moments of one loss do not fit the next), same schedule.
+        step, tx = _step_fn(name, graphdef)
+        opt_state = tx.init(params)
+        for i in range(start, start + n):
+            x, y = sampler(i)
+            params, opt_state, loss = step(params, opt_state, x, y, schedule(i))
+            losses_seen.append(loss)
+            if (i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps:
+                mean_loss = float(np.mean(jax.device_get(losses_seen)))
+                losses_seen = []
+                val = _validate(apply, params, val_pairs)
+                curve.append({"step": i + 1, "train_loss": mean_loss, "phase": name, **val})
+        start += n
+    train_s = time.time() - t0
+    per_image = [image_metrics(np.asarray(apply(params, jnp.asarray(x))), y) for x, y in eval_pairs]
+    inputs = [image_metrics(np.clip(x, 0, 1), y) for x, y in eval_pairs]
+    return {
+        "config": dataclasses.asdict(cfg),
+        "eval_names": list(split.eval_names),
+        "curve": curve,
+        "per_image": per_image,
+        "input_per_image": inputs,
+        "train_seconds": train_s,
+        "total_seconds": time.time() - t0,
+    }
+
+
+def run_or_load(cfg: RunConfig, split: data.Split, out_dir: str, *, log=print) -> dict:
+    """The result of `cfg`: read from `out_dir` if finished, else trained and written."""
+    path = result_path(out_dir, cfg)
+    if os.path.exists(path):
+        with open(path) as f:
+            res = json.load(f)
+        if res["config"] == json.loads(json.dumps(dataclasses.asdict(cfg))):
+            return res
+        log(f"{path}: settings changed, training again")
+    log(f"training {cfg.task}/{cfg.loss} seed {cfg.seed} ({cfg.steps} steps)")
+    res = train_and_evaluate(cfg, split)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f)
+    os.replace(tmp, path)  # atomic: a killed run leaves no half-written result
+    log(
+        f"done {cfg.task}/{cfg.loss} seed {cfg.seed}: "
+        f"PSNR {np.mean([m['psnr'] for m in res['per_image']]):.2f} dB, "
+        f"{res['train_seconds']:.0f} s"
+    )
+    return res
