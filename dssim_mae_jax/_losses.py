@@ -13,8 +13,17 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from dssim_mae_jax import _filters, _jit, _ssim, _validation
-from dssim_mae_jax._metrics import absolute_difference, image_axes, mae, psnr, weighted_mean
-from dssim_mae_jax._multi_sigma import check_mask_values, multi_sigma_ssim
+from dssim_mae_jax._metrics import (
+    absolute_difference,
+    image_axes,
+    mae,
+    nan_where,
+    nonfinite_images,
+    psnr,
+    weighted_mean,
+    zero_masked_out,
+)
+from dssim_mae_jax._multi_sigma import multi_sigma_ssim
 from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields
 from dssim_mae_jax._ssim import ms_ssim, ssim
 
@@ -84,42 +93,28 @@ def _mae_term(cfg: LossConfig, x, y, mask):
     return value
 
 
-def _shared_kwargs(cfg: LossConfig) -> dict:
-    """Options common to `ssim` and `ms_ssim`."""
-    return dict(
-        max_val=cfg.max_val,
-        filter_size=cfg.filter_size,
-        filter_sigma=cfg.filter_sigma,
-        k1=cfg.k1,
-        k2=cfg.k2,
-    )
+def _options(cfg: LossConfig, *names: str) -> dict:
+    """The config's values of the given fields, as keyword arguments."""
+    return {name: getattr(cfg, name) for name in names}
+
+
+# Options of `ssim`, `ms_ssim` and `multi_sigma_ssim` alike.
+_SHARED = ("max_val", "filter_size", "k1", "k2", "spatial_dims")
 
 
 def _structure_map(cfg: LossConfig, x, y, mask):
     """The SSIM (or multi-sigma MS-SSIM) map of a map-based structure."""
+    options = _options(cfg, "padding", *_SHARED)
     if cfg.structure == "multi_sigma":
-        return multi_sigma_ssim(
-            x,
-            y,
-            max_val=cfg.max_val,
-            sigmas=cfg.sigmas,
-            filter_size=cfg.filter_size,
-            k1=cfg.k1,
-            k2=cfg.k2,
-            padding=cfg.padding,
-            spatial_dims=cfg.spatial_dims,
-            mask=mask,
-            return_map=True,
-        )
+        return multi_sigma_ssim(x, y, sigmas=cfg.sigmas, mask=mask, return_map=True, **options)
     return ssim(
         x,
         y,
-        **_shared_kwargs(cfg),
+        filter_sigma=cfg.filter_sigma,
         window=cfg.window,
-        padding=cfg.padding,
-        spatial_dims=cfg.spatial_dims,
         mask=mask,
         return_map=True,
+        **options,
     )
 
 
@@ -148,11 +143,11 @@ def evaluate_terms(cfg: LossConfig, predictions: ArrayLike, targets: ArrayLike, 
                 "`mask` is not supported with structure='ms_ssim' (MS-SSIM pools the whole "
                 "image over scales); use structure='ssim' or 'multi_sigma' for masked losses."
             )
-        valid = mask > 0
-        x, y = jnp.where(valid, x, 0.0), jnp.where(valid, y, 0.0)
+    x, y = zero_masked_out(mask, x, y)
     out = {}
     if cfg.structure == "ms_ssim":
-        out["ssim"] = ms_ssim(x, y, power_factors=cfg.power_factors, **_shared_kwargs(cfg))
+        options = _options(cfg, "power_factors", "filter_sigma", "window", *_SHARED)
+        out["ssim"] = ms_ssim(x, y, **options)
         deficit = 1.0 - out["ssim"]
     else:
         s_map = _structure_map(cfg, x, y, mask)
@@ -176,10 +171,10 @@ def evaluate_terms(cfg: LossConfig, predictions: ArrayLike, targets: ArrayLike, 
     out["psnr"] = psnr(x, y, max_val=cfg.max_val, mask=mask, spatial_dims=cfg.spatial_dims)
     # An image with NaN or inf in a valid pixel cannot be scored: every per-image value is
     # NaN, whatever each term would make of it (a clipped MS-SSIM factor, an inf MAE).
-    finite = jnp.all(jnp.isfinite(x) & jnp.isfinite(y), axis=image_axes(cfg.spatial_dims))
+    bad = nonfinite_images(x, y, cfg.spatial_dims)
     for key in ("ssim", "ms_ssim", "dssim", "mae", "psnr"):
         if key in out:
-            out[key] = jnp.where(finite, out[key], jnp.nan)
+            out[key] = nan_where(bad, out[key])
     return out
 
 
@@ -243,7 +238,7 @@ def checked_arrays(predictions, targets, mask, weights):
     predictions = _jit.normalize_dynamic("predictions", predictions)
     targets = _jit.normalize_dynamic("targets", targets)
     mask = _jit.normalize_dynamic("mask", mask)
-    check_mask_values(mask)
+    _validation.check_mask_values(mask)
     check_weights(weights)
     return predictions, targets, mask
 

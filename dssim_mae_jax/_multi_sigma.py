@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _filters, _jit, _ssim, _validation
+from dssim_mae_jax import _filters, _jit, _metrics, _ssim
 
 # The standard deviations of the released loss layers (NVlabs/PL4NN, src/loss.py).
 ZHAO_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -53,21 +53,18 @@ class _Window(NamedTuple):
 def _windows(sigmas, filter_size, spatial_dims, dtype) -> tuple[_Window, ...]:
     """The windows of every sigma, each cut to the taps that can change a result.
 
-    Taps are normalised over the full ``filter_size`` window; the end taps below
-    ``eps**2`` of the centre tap (``eps`` of the compute dtype) are left out, as
-    a pair. Their total weight is below ``1e-13`` for float32 (below ``1e-36``
-    for float64), far under the rounding of any statistic, and they are most
-    of a small sigma's window (sigma 0.5 keeps 7 of 31 taps in float32), so
-    leaving them out saves filtering without changing a value.
+    The taps of each are those of :func:`ssim`'s Gaussian window
+    (:func:`_filters.window_taps`: ``filter_size`` taps summing to exactly 1
+    in the compute dtype, taps below ``2**-(p + 2)`` set to 0). The zero taps
+    at both ends are then left out, as pairs: they change no value, and they
+    are most of a small sigma's window (sigma 0.5 keeps 5 of 31 taps in
+    float32), so leaving them out saves filtering.
     """
-    floor = float(np.finfo(dtype).eps) ** 2
     out = []
     for sigma in sigmas:
-        taps = _filters.gaussian_taps(filter_size, sigma)
+        taps = _filters.window_taps("gaussian", filter_size, sigma, dtype)
         offset = 0
-        while filter_size - 2 * offset > 2 and max(taps[offset], taps[-1 - offset]) < floor * max(
-            taps
-        ):
+        while filter_size - 2 * offset > 2 and taps[offset] == taps[-1 - offset] == 0.0:
             offset += 1
         kept = taps[offset : filter_size - offset]
         out.append(_Window(_ssim._Spec(kept, spatial_dims, "valid"), offset))
@@ -83,7 +80,44 @@ def _crop(v, axes, offset):
     return v
 
 
-def _product_map(windows, largest: int, x, y, mask, c1, c2):
+class _Prepared(NamedTuple):
+    """What `_product_map` and the mean need (see `_prepare`)."""
+
+    windows: tuple[_Window, ...]
+    largest: int  # index of the largest sigma in `windows`
+    inputs: _ssim._Prepared  # checked, masked and scaled images; the largest sigma's spec
+    x: jnp.ndarray  # padded once for every window
+    y: jnp.ndarray
+    padded_mask: jnp.ndarray | None
+
+
+def _prepare(predictions, targets, *, sigmas, spatial_dims, **options) -> _Prepared:
+    """Checks every option and prepares the images as :func:`ssim` does.
+
+    :func:`_ssim._prepare` (with the window of the largest sigma) checks the
+    options, zeroes masked-out pixels, flags images with NaN or inf and divides
+    by ``max_val``. The images are then padded once for every sigma, whose
+    statistics are then "valid" ones; as in `ssim`, "same" treats the zero
+    padding as data (mask 1 there).
+    """
+    sigmas = check_sigmas(sigmas)
+    x, y = _ssim._inputs(predictions, targets, spatial_dims)
+    p = _ssim._prepare(
+        x,
+        y,
+        filter_sigma=max(sigmas),
+        window="gaussian",
+        spatial_dims=spatial_dims,
+        **options,
+    )
+    windows = _windows(sigmas, len(p.spec.taps), spatial_dims, p.x.dtype)
+    mask = None if p.mask is None else _ssim._pad(p.spec, p.mask, constant=1.0)
+    return _Prepared(
+        windows, int(np.argmax(sigmas)), p, _ssim._pad(p.spec, p.x), _ssim._pad(p.spec, p.y), mask
+    )
+
+
+def _product_map(p: _Prepared):
     """``l_largest * prod_s cs_s`` from padded images, each factor from the SSIM core.
 
     Each sigma's statistics are the valid ones of its kept taps on the images
@@ -95,78 +129,19 @@ def _product_map(windows, largest: int, x, y, mask, c1, c2):
     terms are never computed).
     """
     out = None
-    for i, (spec, offset) in enumerate(windows):
+    for i, (spec, offset) in enumerate(p.windows):
         crop = functools.partial(_crop, axes=spec.axes, offset=offset)
-        s_map, cs_map = _ssim._ssim_cs_maps(spec, crop(x), crop(y), crop(mask), c1, c2)
-        factor = s_map if i == largest else cs_map
+        s_map, cs_map = _ssim._ssim_cs_maps(
+            spec, crop(p.x), crop(p.y), crop(p.padded_mask), p.inputs.c1, p.inputs.c2
+        )
+        factor = s_map if i == p.largest else cs_map
         out = factor if out is None else out * factor
     return out
 
 
-def _prepare(
-    predictions, targets, *, max_val, sigmas, filter_size, k1, k2, padding, spatial_dims, mask
-):
-    """Checks every option; returns what `_product_map` and the mean need.
-
-    That is (windows, index of the largest sigma, its full-window spec, padded x
-    and y, padded mask, mask, c1, c2).
-    """
-    _validation.check_spatial_dims(spatial_dims)
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
-    sigmas = check_sigmas(sigmas)
-    _validation.check_positive("filter_size", filter_size, integer=True)
-    _validation.check_choice("padding", padding, _validation.PADDINGS)
-    _validation.check_min_size(
-        x.shape, spatial_dims, filter_size, f"the windows have filter_size={filter_size} taps"
-    )
-    _validation.check_positive("max_val", max_val)
-    _validation.check_nonnegative("k1", k1)
-    _validation.check_nonnegative("k2", k2)
-    max_val = lax.stop_gradient(jnp.asarray(max_val, x.dtype))
-    if max_val.ndim != 0:
-        raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
-    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-    if mask is not None:
-        # Masked-out pixels never reach any arithmetic (a NaN times 0 is NaN):
-        # they are replaced by zeros first; `where` sends them no gradient.
-        mask = lax.stop_gradient(mask)
-        valid = mask > 0
-        x, y = jnp.where(valid, x, 0.0), jnp.where(valid, y, 0.0)
-    # Statistics of the images divided by the data range, with C1 = k1^2 and
-    # C2 = k2^2: the value does not depend on the units of the data.
-    x, y = x / max_val, y / max_val
-    # Padded once for every sigma; the statistics are then "valid" ones. As in
-    # `ssim`, "same" treats the zero padding as data (mask 1 there).
-    axes = tuple(range(-1 - spatial_dims, -1))
-    x, y = (_filters.pad_spatial(v, axes, filter_size, padding) for v in (x, y))
-    padded_mask = (
-        None if mask is None else _filters.pad_spatial(mask, axes, filter_size, padding, 1.0)
-    )
-    windows = _windows(sigmas, filter_size, spatial_dims, x.dtype)
-    full = _ssim._Spec(_filters.gaussian_taps(filter_size, max(sigmas)), spatial_dims, padding)
-    c1, c2 = jnp.asarray(k1 * k1, x.dtype), jnp.asarray(k2 * k2, x.dtype)
-    return windows, int(np.argmax(sigmas)), full, x, y, padded_mask, mask, c1, c2
-
-
-def _check_max_val(value) -> None:
-    _validation.check_positive("max_val", value)
-
-
-def check_mask_values(mask) -> None:
-    """Concrete masks: weights >= 0 (traced ones are unknown until the call)."""
-    if mask is None or isinstance(mask, bool):
-        return
-    try:
-        values = np.asarray(mask)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return
-    if values.dtype != np.bool_ and np.issubdtype(values.dtype, np.number) and np.any(values < 0):
-        raise ValueError("`mask` must hold weights >= 0 (1 valid, 0 invalid), got negative values.")
-
-
 @_jit.jit_public(
     ("sigmas", "filter_size", "k1", "k2", "padding", "spatial_dims", "return_map"),
-    checks={"max_val": _check_max_val, "mask": check_mask_values},
+    checks=_ssim._CHECKS,
 )
 def multi_sigma_ssim(
     predictions: ArrayLike,
@@ -241,8 +216,10 @@ def multi_sigma_ssim(
         averaged with the mask at each window's centre, as in :func:`ssim`.
         Masked-out pixels are replaced by zeros before any arithmetic, so
         whatever they hold (NaN and inf included) changes neither the value
-        nor the gradient, which is zero there. An all-ones mask gives exactly
-        the unmasked result; an image (channel) with no valid pixel gets 1.
+        nor the gradient, which is zero there. An all-ones mask gives the
+        unmasked result to float rounding (as in :func:`ssim`); an image
+        (channel) with no valid pixel gets 1.
+        A concrete mask must be finite and >= 0 (a traced NaN weight gives NaN).
       return_map: return the per-channel map instead of its mean (shape as
         for :func:`ssim` with this ``filter_size`` and ``padding``).
 
@@ -254,8 +231,9 @@ def multi_sigma_ssim(
     Raises:
       ValueError: mismatched shapes, too few dimensions, a spatial size
         below ``filter_size``, empty or non-positive ``sigmas``, an unknown
-        ``padding``, a non-positive ``filter_size`` or ``max_val``, a mask
-        that does not broadcast.
+        ``padding``, a non-positive ``filter_size`` or ``max_val``, negative
+        ``k1``/``k2``, a mask that does not broadcast or holds negative or
+        non-finite weights.
       TypeError: non-numeric inputs or options of the wrong type.
 
     Examples:
@@ -273,7 +251,7 @@ def multi_sigma_ssim(
       layers NVlabs/PL4NN ``src/loss.py`` (``MSSSIM``). kornia
       ``kornia.losses.MS_SSIMLoss`` (the sliding-window form).
     """
-    windows, largest, full, x, y, padded_mask, mask, c1, c2 = _prepare(
+    p = _prepare(
         predictions,
         targets,
         max_val=max_val,
@@ -285,10 +263,10 @@ def multi_sigma_ssim(
         spatial_dims=spatial_dims,
         mask=mask,
     )
-    value_map = _product_map(windows, largest, x, y, padded_mask, c1, c2)
+    value_map = _product_map(p)
     # NaN or inf in a valid pixel: the image cannot be scored (explicitly, whatever
-    # the arithmetic would make of it). Masked-out pixels are zeros by now.
-    bad = ~jnp.all(jnp.isfinite(x) & jnp.isfinite(y), axis=tuple(range(-1 - spatial_dims, 0)))
+    # the arithmetic would make of it).
     if return_map:
-        return jnp.where(bad.reshape(bad.shape + (1,) * (spatial_dims + 1)), jnp.nan, value_map)
-    return jnp.where(bad, jnp.nan, _ssim._per_image_mean(full, value_map, mask)[0])
+        return _metrics.nan_where(p.inputs.bad, value_map, spatial_dims + 1)
+    mean = _ssim._per_image_mean(p.inputs.spec, value_map, p.inputs.mask)[0]
+    return _metrics.nan_where(p.inputs.bad, mean)

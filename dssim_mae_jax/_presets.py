@@ -171,6 +171,11 @@ def check_fields(names, what: str) -> None:
         raise ValueError(f"Unknown {what} {unknown}; valid LossConfig fields are {sorted(FIELDS)}.")
 
 
+# Zhao et al.'s mix: 0.84 * (1 - MS-SSIM) + 0.16 * L1 weighted by the coarsest Gaussian.
+_ZHAO_MIX = dict(
+    w_structural=0.84, w_absolute=0.16, dssim_form="full", max_val=1.0, mae_weighting="gaussian"
+)
+
 # The recipes, each with its source. Weights are the authors' own.
 PRESETS: types.MappingProxyType[str, LossConfig] = types.MappingProxyType(
     {
@@ -202,26 +207,12 @@ PRESETS: types.MappingProxyType[str, LossConfig] = types.MappingProxyType(
         # 0.84 * (1 - MS-SSIM) + 0.16 * G_8-weighted L1, MS-SSIM at full resolution with
         # 31-tap Gaussians of sigmas 0.5 .. 8 (their 31x31 patch), luminance from sigma 8.
         "zhao-mix": LossConfig(
-            w_structural=0.84,
-            w_absolute=0.16,
-            structure="multi_sigma",
-            dssim_form="full",
-            max_val=1.0,
-            mae_weighting="gaussian",
-            filter_size=ZHAO_FILTER_SIZE,
-            sigmas=ZHAO_SIGMAS,
+            structure="multi_sigma", filter_size=ZHAO_FILTER_SIZE, sigmas=ZHAO_SIGMAS, **_ZHAO_MIX
         ),
         # The same mix on the pyramid MS-SSIM of Wang et al. (5 scales, 11-tap windows,
         # images of 161 pixels or more), L1 weighted by the 5th scale's window seen at full
         # resolution (161 taps, sigma 24): what MS-SSIM+L1 ports built on pytorch_msssim or
         # tf.image.ssim_multiscale compute. Not what Zhao et al. ran.
-        "ms-ssim-pyramid-mix": LossConfig(
-            w_structural=0.84,
-            w_absolute=0.16,
-            structure="ms_ssim",
-            dssim_form="full",
-            max_val=1.0,
-            mae_weighting="gaussian",
-        ),
+        "ms-ssim-pyramid-mix": LossConfig(structure="ms_ssim", **_ZHAO_MIX),
     }
 )

@@ -87,7 +87,8 @@ def _moments(spec: _Spec, x, y, mask):
         moments = filt((xp, dp, xp * xp + yp * yp, dp * dp))
     else:
         # "same" treats the zero padding as data, so the padded mask is one there;
-        # with an all-ones mask the result is then exactly the unmasked one.
+        # with an all-ones mask the filtered mask is exactly 1 and the result is the
+        # unmasked one up to rounding (XLA may fuse the weighted filtering differently).
         mp = _pad(spec, mask, constant=1.0)
         w, *sums = filt([mp] + [mp * v for v in (xp, dp, xp * xp + yp * yp, dp * dp)])
         ok = w > _MIN_SUPPORT
@@ -346,13 +347,17 @@ def _prepare(
     return _Prepared(spec, x, y, mask, c1, c2, bad)
 
 
-def _ssim_map(predictions, targets, *, spatial_dims, return_map, **options):
-    """(spec, SSIM map, mask, bad) for :func:`ssim` and :func:`dssim`."""
+def _ssim_or_dssim(predictions, targets, *, half_deficit, spatial_dims, return_map, **options):
+    """:func:`ssim` (or, with `half_deficit`, :func:`dssim`) per image or as a map."""
     _validation.check_bool("return_map", return_map)
     x, y = _inputs(predictions, targets, spatial_dims)
     p = _prepare(x, y, spatial_dims=spatial_dims, **options)
     s_map, _ = _ssim_cs_maps(p.spec, p.x, p.y, p.mask, p.c1, p.c2)
-    return p.spec, s_map, p.mask, p.bad
+    if return_map:
+        value = (1.0 - s_map) / 2.0 if half_deficit else s_map
+        return _metrics.nan_where(p.bad, value, spatial_dims + 1)
+    mean, deficit = _per_image_mean(p.spec, s_map, p.mask)
+    return _metrics.nan_where(p.bad, deficit / 2.0 if half_deficit else mean)
 
 
 def _per_image_mean(spec: _Spec, s_map, mask):
@@ -461,7 +466,8 @@ def ssim(
         (NaN and inf included) changes neither the value nor the gradient. An
         image (channel) whose weights are all zero gets SSIM 1. With
         ``padding="same"`` the zero padding counts as valid data, so an
-        all-ones mask gives exactly the unmasked result. The mask is treated as
+        all-ones mask gives the unmasked result (to float rounding: a few
+        ulp, as XLA compiles the weighted statistics differently). The mask is treated as
         constant weights (no gradient flows into it); a concrete mask must be
         finite and >= 0 (a traced NaN weight gives NaN).
       return_map: return the per-channel SSIM map instead of its mean. Its shape
@@ -501,23 +507,8 @@ def ssim(
       assessment: from error visibility to structural similarity", IEEE TIP 13(4),
       2004. Default semantics match ``tf.image.ssim`` and ``dm_pix.ssim``.
     """
-    spec, s_map, mask, bad = _ssim_map(
-        predictions,
-        targets,
-        max_val=max_val,
-        filter_size=filter_size,
-        filter_sigma=filter_sigma,
-        k1=k1,
-        k2=k2,
-        window=window,
-        padding=padding,
-        spatial_dims=spatial_dims,
-        mask=mask,
-        return_map=return_map,
-    )
-    if return_map:
-        return _metrics.nan_where(bad, s_map, spatial_dims + 1)
-    return _metrics.nan_where(bad, _per_image_mean(spec, s_map, mask)[0])
+    # Every argument, by name (the body is shared with :func:`dssim`).
+    return _ssim_or_dssim(half_deficit=False, **locals())
 
 
 @_jit.jit_public(_SSIM_STATIC, checks=_CHECKS)
@@ -575,23 +566,8 @@ def dssim(
       Z. Wang et al., IEEE TIP 2004 (SSIM); C. Godard et al., "Digging into
       self-supervised monocular depth estimation", ICCV 2019 (this DSSIM form).
     """
-    spec, s_map, mask, bad = _ssim_map(
-        predictions,
-        targets,
-        max_val=max_val,
-        filter_size=filter_size,
-        filter_sigma=filter_sigma,
-        k1=k1,
-        k2=k2,
-        window=window,
-        padding=padding,
-        spatial_dims=spatial_dims,
-        mask=mask,
-        return_map=return_map,
-    )
-    if return_map:
-        return _metrics.nan_where(bad, (1.0 - s_map) / 2.0, spatial_dims + 1)
-    return _metrics.nan_where(bad, _per_image_mean(spec, s_map, mask)[1] / 2.0)
+    # Every argument, by name (the body is shared with :func:`ssim`).
+    return _ssim_or_dssim(half_deficit=True, **locals())
 
 
 @jax.custom_jvp
@@ -751,7 +727,8 @@ def ms_ssim(
         with the images at every scale (the images as a normalised
         convolution: pooled ``x * mask`` over the pooled mask), and at each
         scale the statistics are weighted as in :func:`ssim`. An all-ones mask
-        gives exactly the unmasked result; an image whose mask is empty gets 1.
+        gives the unmasked result (to float rounding, as in :func:`ssim`); an
+        image whose mask is empty gets 1.
       fit_scales: use as many scales as the image allows (the largest ``M <=
         len(power_factors)`` whose minimum size it meets; the coarsest kept
         scale takes the full SSIM) with the first ``M`` weights renormalised to

@@ -166,10 +166,11 @@ def test_gradients_finite_on_adversarial_inputs():
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
-def test_all_ones_mask_gives_exactly_the_unmasked_result(photo_cases, padding):
+def test_all_ones_mask_gives_the_unmasked_result(photo_cases, padding):
     x, y = _patches(photo_cases, size=35)
     plain = dmj.multi_sigma_ssim(x, y, max_val=1.0, padding=padding)
     masked = dmj.multi_sigma_ssim(x, y, max_val=1.0, padding=padding, mask=np.ones(x.shape))
+    # Not bitwise: XLA compiles the weighted statistics differently (measured: <= 2 ulp).
     np.testing.assert_allclose(np.asarray(masked), np.asarray(plain), rtol=0, atol=2e-7)
 
 
@@ -271,6 +272,8 @@ def test_integer_and_half_inputs_give_float32():
         (dict(k1=-0.1), ValueError, "k1"),
         (dict(spatial_dims=4), ValueError, "spatial_dims"),
         (dict(mask=np.ones((2, 31, 1))), ValueError, "mask"),
+        (dict(mask=np.full((33, 33, 1), -1.0)), ValueError, ">= 0"),
+        (dict(mask=np.full((33, 33, 1), np.nan)), ValueError, "finite"),
     ],
 )
 def test_bad_input_raises_a_clear_error(kwargs, error, match):
