@@ -507,8 +507,21 @@ def ssim(
       assessment: from error visibility to structural similarity", IEEE TIP 13(4),
       2004. Default semantics match ``tf.image.ssim`` and ``dm_pix.ssim``.
     """
-    # Every argument, by name (the body is shared with :func:`dssim`).
-    return _ssim_or_dssim(half_deficit=False, **locals())
+    return _ssim_or_dssim(
+        predictions,
+        targets,
+        half_deficit=False,
+        max_val=max_val,
+        filter_size=filter_size,
+        filter_sigma=filter_sigma,
+        k1=k1,
+        k2=k2,
+        window=window,
+        padding=padding,
+        spatial_dims=spatial_dims,
+        mask=mask,
+        return_map=return_map,
+    )
 
 
 @_jit.jit_public(_SSIM_STATIC, checks=_CHECKS)
@@ -566,8 +579,21 @@ def dssim(
       Z. Wang et al., IEEE TIP 2004 (SSIM); C. Godard et al., "Digging into
       self-supervised monocular depth estimation", ICCV 2019 (this DSSIM form).
     """
-    # Every argument, by name (the body is shared with :func:`ssim`).
-    return _ssim_or_dssim(half_deficit=True, **locals())
+    return _ssim_or_dssim(
+        predictions,
+        targets,
+        half_deficit=True,
+        max_val=max_val,
+        filter_size=filter_size,
+        filter_sigma=filter_sigma,
+        k1=k1,
+        k2=k2,
+        window=window,
+        padding=padding,
+        spatial_dims=spatial_dims,
+        mask=mask,
+        return_map=return_map,
+    )
 
 
 @jax.custom_jvp
