@@ -78,7 +78,7 @@ def test_crop_option_errors(capsys):
 @pytest.mark.slow
 def test_quick_dense_run_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default runs dir is relative: runs/zhao_quick_crop35
-    args = ["--quick", "--task", "denoise", "--seeds", "0", "--crop", "35", "--steps", "4"]
+    args = ["--quick", "--task", "denoise", "--seeds", "0", "--crop", "35", "--steps", "16"]
     zhao.main([*args, "--losses", "l1", "mix", "--out", str(tmp_path / "r.md")])
     assert capsys.readouterr().err.count("training denoise/") == 2
     results = report.load_summary(str(tmp_path / "r.json"))
