@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ]
     sets = [(31, report.load_summary(args.study)), (args.crop, dense_runs)]
     dense.write(args.out, sets=sets, task=args.task, seeds=args.seeds, setup=setup)
+    report.write_summary(dense_runs, os.path.splitext(args.out)[0] + ".json")  # the runs, kept
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
