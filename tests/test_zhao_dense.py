@@ -84,3 +84,23 @@ def test_quick_dense_run_end_to_end(tmp_path, capsys, monkeypatch):
     results = report.load_summary(str(tmp_path / "r.json"))
     assert results[("denoise", "mix", 0)]["config"]["patch"] == 35
     assert (tmp_path / "runs" / "zhao_quick_crop35" / "denoise" / "mix_s0.json").exists()
+
+
+def test_dense_report_of_identical_runs_shows_no_change(tmp_path):
+    # The 31x31 study's own l1/Mix runs given as the "dense" runs: the gap does not change.
+    import json
+
+    import zhao_dense
+
+    study = Path(__file__).resolve().parents[1] / "docs" / "results_zhao.json"
+    runs = report.load_summary(str(study))
+    (tmp_path / "denoise").mkdir()
+    for loss in ("l1", "mix"):
+        for seed in (0, 1, 2):
+            path = tmp_path / "denoise" / f"{loss}_s{seed}.json"
+            path.write_text(json.dumps(runs[("denoise", loss, seed)]))
+    out = tmp_path / "dense.md"
+    zhao_dense.main(["--runs-dir", str(tmp_path), "--study", str(study), "--out", str(out)])
+    text = out.read_text()
+    assert "change of the gap | +0.00 [+0.00, +0.00] (0/15)" in text
+    assert "Not supported" in text and (tmp_path / "dense.json").exists()
