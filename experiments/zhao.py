@@ -39,8 +39,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--losses", nargs="+", default=list(losses.LOSSES), choices=losses.LOSSES)
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
     p.add_argument("--quick", action="store_true", help="tiny and fast (tests, notebook)")
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=losses.PATCH,
+        help="training crop side; above 31 every loss is its mean over all 31x31 sub-patches "
+        "(dense supervision; l2, l1, msssim, mix, phased only; runs in runs/zhao_crop<N>)",
+    )
     p.add_argument("--report-only", action="store_true", help="no training, report what exists")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    dense_ok = (*losses.DENSE_LOSSES, "phased")
+    if args.crop < losses.PATCH:
+        p.error(f"--crop: got {args.crop}, expected a side of {losses.PATCH} or more")
+    if args.crop != losses.PATCH and not set(args.losses) <= set(dense_ok):
+        p.error(f"--crop {args.crop}: --losses must be among {dense_ok}, got {args.losses}")
+    return args
 
 
 def _split(args) -> data.Split:
@@ -62,6 +75,8 @@ def _configs(args, tasks):
     if args.steps:
         extra["steps"] = args.steps
         extra.setdefault("eval_every", max(1, args.steps // 20))
+    if args.crop != losses.PATCH:
+        extra["patch"] = args.crop
     for task in tasks:
         for seed in args.seeds:
             for name in args.losses:
@@ -75,6 +90,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     tasks = data.TASKS if args.task == "all" else (args.task,)
     runs_dir = args.runs_dir or os.path.join("runs", "zhao_quick" if args.quick else "zhao")
+    if args.crop != losses.PATCH and not args.runs_dir:
+        runs_dir += f"_crop{args.crop}"  # never mixed with the 31x31 runs
     split = _split(args)
     log = lambda m: print(m, file=sys.stderr, flush=True)
     results, skipped = {}, set()

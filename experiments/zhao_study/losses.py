@@ -79,12 +79,41 @@ def _mix_luma(x, y):
     return ALPHA * _dmsssim(xl, yl) + (1 - ALPHA) * _gl1(x, y)
 
 
-def make(name: str):
+DENSE_LOSSES = ("l2", "l1", "msssim", "mix")  # the losses `make` has for crops above PATCH
+
+
+def _dense_mix(x, y):
+    """Mix on a crop larger than PATCH: the mean of the per-patch Mix over every 31x31
+    sub-patch (the library's ``zhao-mix`` preset, valid positions, then the batch mean)."""
+    loss, _ = dmj.make_loss("zhao-mix")(x, y)
+    return jnp.mean(loss)
+
+
+def _make_dense(name: str):
+    """Losses on crops larger than PATCH, each the mean over every 31x31 sub-patch position.
+
+    l1 and l2 are the plain pixel means (as on 31x31); ``msssim`` is already the mean over
+    the valid map of `multi_sigma_ssim`; ``mix`` is `_dense_mix`.
+    """
+    table = {"l2": _l2, "l1": _l1, "msssim": _dmsssim, "mix": _dense_mix}
+    if name not in table:
+        raise ValueError(
+            f"loss: got {name!r} on crops above {PATCH}, expected one of {DENSE_LOSSES}"
+        )
+    return table[name]
+
+
+def make(name: str, *, crop: int = PATCH):
     """The scalar loss function called `name` (one of `LOSSES`, ``phased`` excepted).
+
+    With ``crop`` above `PATCH` (dense supervision), only `DENSE_LOSSES`, each the mean of
+    its per-patch value over every 31x31 sub-patch of the crop (`_make_dense`).
 
     Raises:
       ValueError: an unknown name, or MS-SSIM losses without `multi_sigma_ssim`.
     """
+    if crop != PATCH:
+        return _make_dense(name)
     if name in NEEDS_MULTI_SIGMA and not has_multi_sigma():
         raise ValueError(f"loss {name!r} needs dssim_mae_jax.multi_sigma_ssim (not installed)")
     table = {"l2": _l2, "l1": _l1, "ssim": _ssim, "msssim": _dmsssim, "mix": _mix}

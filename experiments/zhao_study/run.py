@@ -58,9 +58,9 @@ def _phases(cfg: RunConfig) -> list[tuple[str, int]]:
 
 
 @functools.cache
-def _step_fn(loss_name: str, graphdef):
+def _step_fn(loss_name: str, graphdef, crop: int = losses.PATCH):
     """The jitted train step of one loss, shared by every run (compiled once per loss)."""
-    loss_fn = losses.make(loss_name)
+    loss_fn = losses.make(loss_name, crop=crop)
     tx = optax.scale_by_adam()
 
     @jax.jit
@@ -142,7 +142,7 @@ def train_and_evaluate(cfg: RunConfig, split: data.Split) -> dict:
     start, losses_seen = 0, []
     for name, n in _phases(cfg):
         # A fresh Adam state per phase (moments of one loss do not fit the next), same schedule.
-        step, tx = _step_fn(name, graphdef)
+        step, tx = _step_fn(name, graphdef, cfg.patch)
         opt_state = tx.init(params)
         for i in range(start, start + n):
             x, y = sampler(i)
