@@ -8,8 +8,6 @@ non-finite parameters) is moved aside, never deleted, and the next newest one is
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import shutil
 import sys
@@ -31,28 +29,28 @@ def params_finite(state) -> bool:
     return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(state.params))
 
 
-@contextlib.contextmanager
-def _quiet_closed_event_loop():
-    """Drops the "Event loop is closed" errors of a failed orbax restore.
+def _drop_closed_event_loop_errors() -> None:
+    """Drops, from now on, the "Event loop is closed" errors a failed orbax restore leaves.
 
-    When one read of a damaged checkpoint fails, orbax closes its event loop while the other
-    tensorstore reads are still pending; each of their callbacks then reports
-    ``RuntimeError: Event loop is closed`` through `sys.unraisablehook` (a traceback apiece
-    on stderr). They are noise of the attempt, already reported as one warning.
+    When one read of a damaged checkpoint fails, orbax closes its event loop while other
+    tensorstore reads are still pending; each of their callbacks later reports
+    ``RuntimeError: Event loop is closed`` through `sys.unraisablehook` (a traceback apiece on
+    stderr), from another thread and at no predictable time, so a filter that is removed when
+    the restore returns misses some of them. They are noise of the attempt, already reported as
+    one warning, so the filter stays for the rest of the process; it passes every other error
+    on to the hook it replaced. Installed once (unless something replaced it since).
     """
     previous = sys.unraisablehook
+    if getattr(previous, "_drops_closed_event_loop", False):
+        return
 
     def hook(unraisable):
         error = unraisable.exc_value
         if not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error)):
             previous(unraisable)
 
+    hook._drops_closed_event_loop = True
     sys.unraisablehook = hook
-    try:
-        yield
-    finally:
-        gc.collect()  # finalise what the failed attempt left while the filter is on
-        sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -108,10 +106,12 @@ class Checkpointer:
         out of the way of the step that will be saved again), and the next newest is tried.
         Returns ``(target, 0)`` when none restores.
         """
-        for step in sorted(self.all_steps(), reverse=True):
+        steps = sorted(self.all_steps(), reverse=True)
+        if steps:
+            _drop_closed_event_loop_errors()  # before a read can fail
+        for step in steps:
             try:
-                with _quiet_closed_event_loop():
-                    state = self.restore(target, step)
+                state = self.restore(target, step)
                 if not params_finite(state):
                     raise NonFiniteStateError("its parameters are not all finite")
             except Exception as e:  # any failure means "does not restore"
