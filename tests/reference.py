@@ -29,6 +29,21 @@ def window(size, sigma, spatial_dims, kind="gaussian"):
     return kernel
 
 
+def masked_moments(xc, yc, mc, kernel, mode):
+    """Local (mu_x, mu_y, var_x, var_y, cov) of one channel, weighted by the mask `mc`."""
+
+    def f(v, cval=0.0):
+        return ndimage.correlate(v, kernel, mode=mode, cval=cval)
+
+    w = f(mc, cval=1.0)
+    w_safe = np.where(w > 1e-10, w, 1.0)
+    mu_x, mu_y = f(mc * xc) / w_safe, f(mc * yc) / w_safe
+    sxx = f(mc * xc * xc) / w_safe - mu_x**2
+    syy = f(mc * yc * yc) / w_safe - mu_y**2
+    sxy = f(mc * xc * yc) / w_safe - mu_x * mu_y
+    return mu_x, mu_y, sxx, syy, sxy
+
+
 def ssim_maps(
     x,
     y,
@@ -51,17 +66,7 @@ def ssim_maps(
     m = np.ones_like(x) if mask is None else np.broadcast_to(mask, x.shape).astype(np.float64)
     s_maps, c_maps = [], []
     for c in range(x.shape[-1]):
-        xc, yc, mc = x[..., c], y[..., c], m[..., c]
-
-        def f(v, cval=0.0):
-            return ndimage.correlate(v, kernel, mode=mode, cval=cval)
-
-        w = f(mc, cval=1.0)
-        w_safe = np.where(w > 1e-10, w, 1.0)
-        mu_x, mu_y = f(mc * xc) / w_safe, f(mc * yc) / w_safe
-        sxx = f(mc * xc * xc) / w_safe - mu_x**2
-        syy = f(mc * yc * yc) / w_safe - mu_y**2
-        sxy = f(mc * xc * yc) / w_safe - mu_x * mu_y
+        mu_x, mu_y, sxx, syy, sxy = masked_moments(x[..., c], y[..., c], m[..., c], kernel, mode)
         c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
         cs = (2 * sxy + c2) / (sxx + syy + c2)
         s = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs
@@ -245,16 +250,7 @@ def multi_sigma_maps(
         value = 1.0
         for i, sigma in enumerate(sigmas):
             kernel = window(size, sigma, spatial_dims)
-
-            def f(v, cval=0.0, kernel=kernel):
-                return ndimage.correlate(v, kernel, mode=mode, cval=cval)
-
-            w = f(mc, cval=1.0)
-            w_safe = np.where(w > 1e-10, w, 1.0)
-            mu_x, mu_y = f(mc * xc) / w_safe, f(mc * yc) / w_safe
-            sxx = f(mc * xc * xc) / w_safe - mu_x**2
-            syy = f(mc * yc * yc) / w_safe - mu_y**2
-            sxy = f(mc * xc * yc) / w_safe - mu_x * mu_y
+            mu_x, mu_y, sxx, syy, sxy = masked_moments(xc, yc, mc, kernel, mode)
             value = value * (2 * sxy + 0.03**2) / (sxx + syy + 0.03**2)
             if i == largest:
                 value = value * (2 * mu_x * mu_y + 0.01**2) / (mu_x**2 + mu_y**2 + 0.01**2)
