@@ -1,19 +1,12 @@
 """Smoke test of benchmarks/bench_eager.py at a tiny size (no timing assertions)."""
 
-import importlib.util
-import pathlib
-
 import pytest
-
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_eager.py"
+import scripts
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_eager", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load("benchmarks/bench_eager.py")
 
 
 def test_measure_once_and_table(bench):

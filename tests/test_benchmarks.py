@@ -1,20 +1,14 @@
 """Smoke test of the benchmark script's functions at a tiny size (no timing assertions)."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
-
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_ssim.py"
+import scripts
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_ssim", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load("benchmarks/bench_ssim.py")
 
 
 def test_parse_size(bench):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scripts
 from PIL import Image, ImageFile, ImageOps
 
 from dssim_mae_jax import training
@@ -326,13 +327,7 @@ def test_data_errors_are_one_line_on_stderr_with_exit_code_2(tmp_path):
 
 
 def test_bench_input_functions_run_tiny(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_input", ROOT / "benchmarks" / "bench_input.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = scripts.load("benchmarks/bench_input.py")
     folder = bench.make_folder(str(tmp_path / "imgs"), 4, width=90, height=70)
     names = sorted(os.listdir(folder))
     assert len(names) == 4

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scripts
 from PIL import Image
 
 from dssim_mae_jax import training
@@ -254,12 +255,7 @@ def test_four_host_devices_match_one(tmp_path):
 
 
 def _train_main():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return scripts.load("train.py").main
 
 
 def test_cli_reports_the_steps_run_when_resuming_and_when_finished(tmp_path, capsys):

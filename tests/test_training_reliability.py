@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scripts
 from PIL import Image
 
 from dssim_mae_jax import training
@@ -43,12 +44,7 @@ def _flags(**kw):
 
 
 def _train_main():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return scripts.load("train.py").main
 
 
 def _train_py(*argv, **kw):
