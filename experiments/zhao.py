@@ -1,13 +1,17 @@
 """Zhao et al.'s loss comparison at CPU scale: which loss should I train with?
 
 Trains the same small fully-convolutional net with l2, l1, SSIM, MS-SSIM, Mix (0.84 MS-SSIM +
-0.16 Gaussian-weighted l1), the phased schedule l1 -> Mix, and a colour-cast remedy (Mix with
-MS-SSIM on luma), on 31x31 patches, for several tasks and seeds; evaluates on full held-out
-images; writes a markdown report with tables, paired differences with 95% intervals, curves
-and the colour cast. Finished runs (one JSON each under --runs-dir) are reused.
+0.16 Gaussian-weighted l1), the phased schedule l1 -> Mix, and two colour-cast remedies (Mix
+with MS-SSIM on luma, Mix with alpha 0.5), on 31x31 patches, for several tasks and seeds, each
+run until its validation curve has flattened (doubling its steps, see `zhao_study.run`);
+evaluates on full held-out images; writes a markdown report with tables, paired differences
+with 95% intervals, curves and the colour cast. Finished runs (one JSON per budget under
+--runs-dir) are reused.
 
   python experiments/zhao.py --task all --out docs/results_zhao.md
   python experiments/zhao.py --task denoise --quick --out /tmp/zhao_quick.md
+  python experiments/zhao.py --task denoise --losses mix --out /tmp/mix.md \
+      --runs-dir /tmp/runs --compare docs/results_zhao.json   # re-run one cell, check it
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import os
 import platform
 import sys
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The repository's dssim_mae_jax first (not an older installed copy), then zhao_study.
@@ -33,12 +39,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="all", choices=(*data.TASKS, "all"))
     p.add_argument("--out", default="docs/results_zhao.md", help="markdown report to write")
-    p.add_argument("--runs-dir", default=None, help="per-run JSON (default runs/zhao[_quick])")
+    p.add_argument(
+        "--runs-dir",
+        default=None,
+        help="per-run JSON (default runs/zhao[_quick], or runs/zhao_<folder> with --data-dir)",
+    )
     p.add_argument("--data-dir", default=None, help="folder of PNG/JPEG (default: bundled)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--losses", nargs="+", default=list(losses.LOSSES), choices=losses.LOSSES)
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
+    p.add_argument(
+        "--max-doublings",
+        type=int,
+        default=None,
+        help="train a run that has not flattened again with 2x, 4x, ... the steps, up to "
+        "2**N times (default 2; 0 in --quick mode)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny and fast (tests, notebook)")
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="SUMMARY_JSON",
+        help="after the runs, print each run's largest per-image difference to the same run "
+        "in this summary (e.g. docs/results_zhao.json): re-run a cell and check the tables",
+    )
     p.add_argument(
         "--crop",
         type=int,
@@ -48,6 +72,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--report-only", action="store_true", help="no training, report what exists")
     args = p.parse_args(argv)
+    if args.max_doublings is None:
+        args.max_doublings = 0 if args.quick else 2
+    if not 0 <= args.max_doublings <= 4:
+        p.error(f"--max-doublings: got {args.max_doublings}, expected 0 to 4")
+    if args.steps is not None and args.steps < 5:
+        p.error(f"--steps: got {args.steps}, expected 5 or more")
     dense_ok = (*losses.DENSE_LOSSES, "phased")
     if args.crop < losses.PATCH:
         p.error(f"--crop: got {args.crop}, expected a side of {losses.PATCH} or more")
@@ -89,7 +119,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
     tasks = data.TASKS if args.task == "all" else (args.task,)
-    runs_dir = args.runs_dir or os.path.join("runs", "zhao_quick" if args.quick else "zhao")
+    runs_dir = args.runs_dir or default_runs_dir(args)
     if args.crop != losses.PATCH and not args.runs_dir:
         runs_dir += f"_crop{args.crop}"  # never mixed with the 31x31 runs
     split = _split(args)
@@ -99,15 +129,50 @@ def main(argv=None) -> int:
         if cfg.loss in losses.NEEDS_MULTI_SIGMA and not losses.has_multi_sigma():
             skipped.add(cfg.loss)
             continue
-        path = run.result_path(runs_dir, cfg)
-        if args.report_only and not os.path.exists(path):
+        if args.report_only and not os.path.exists(run.result_path(runs_dir, cfg)):
             continue
-        results[(cfg.task, cfg.loss, cfg.seed)] = run.run_or_load(cfg, split, runs_dir, log=log)
+        results[(cfg.task, cfg.loss, cfg.seed)] = run.run_or_load(
+            cfg, split, runs_dir, max_doublings=args.max_doublings, log=log
+        )
     if skipped:
         log(f"skipped (dssim_mae_jax has no multi_sigma_ssim): {sorted(skipped)}")
     write_report(args, tasks, results, split, wall=time.time() - t0)
     log(f"wrote {args.out}")
+    if args.compare:
+        for line in compare(results, report.load_summary(args.compare), source=args.compare):
+            log(line)
     return 0
+
+
+def default_runs_dir(args) -> str:
+    """runs/zhao, runs/zhao_quick, or runs/zhao_<folder name> for --data-dir."""
+    name = "zhao"
+    if args.data_dir:
+        name += "_" + os.path.basename(os.path.normpath(args.data_dir))
+    return os.path.join("runs", name + ("_quick" if args.quick else ""))
+
+
+COMPARED = ("psnr", "ssim", "ms_ssim", "l1x1000")
+
+
+def compare(results: dict, reference: dict, *, source: str) -> list[str]:
+    """Lines: per run, the steps and the largest per-image |difference| of each metric to the
+    same (task, loss, seed) in `reference` (a summary JSON, values rounded to 5 decimals)."""
+    lines = [f"compared with {source} (largest |difference| over the held-out images):"]
+    for key, res in sorted(results.items()):
+        ref = reference.get(key)
+        if ref is None:
+            lines.append(f"  {'/'.join(map(str, key))}: not in {source}")
+            continue
+        diffs = []
+        for m in COMPARED:
+            a = np.asarray([im[m] for im in res["per_image"]], np.float64)
+            b = np.asarray([im[m] for im in ref["per_image"]], np.float64)
+            d = float(np.max(np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))))
+            diffs.append(f"{m} {d:.2g}")
+        steps = f"steps {res['config']['steps']} (there {ref['config']['steps']})"
+        lines.append(f"  {'/'.join(map(str, key))}: {steps}; " + ", ".join(diffs))
+    return lines
 
 
 def machine() -> str:

@@ -1,6 +1,10 @@
-"""Train and evaluate one run (task, loss, seed); its result is one JSON file.
+"""Train and evaluate one run (task, loss, seed) until its validation curve has flattened.
 
-A finished run's file is reused as is; an unfinished run starts again (a run is minutes long).
+A run is trained for `RunConfig.steps`; if its validation PSNR has not flattened
+(`stats.is_flat`), it is trained again from the same initial weights with twice the steps (the
+same cosine schedule stretched, logged every twice as many steps), up to ``2**max_doublings``
+times the steps. Each budget's result is one JSON file; a finished file is reused as is, and an
+unfinished budget starts again (a run is minutes long).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import dataclasses
 import functools
 import json
 import os
+import subprocess
 import time
 
 import jax
@@ -19,7 +24,7 @@ from flax import nnx
 
 import dssim_mae_jax as dmj
 
-from . import data, losses, models
+from . import data, losses, models, stats
 
 PHASED = ("l1", "mix")  # MAE first, then the Mix; the switch is at `switch` of the steps
 
@@ -46,7 +51,35 @@ class RunConfig:
 
 
 def result_path(out_dir: str, cfg: RunConfig) -> str:
-    return os.path.join(out_dir, cfg.task, f"{cfg.loss}_s{cfg.seed}.json")
+    return os.path.join(out_dir, cfg.task, f"{cfg.loss}_s{cfg.seed}_{cfg.steps}.json")
+
+
+def budgets(cfg: RunConfig, max_doublings: int) -> list[RunConfig]:
+    """`cfg`, then the same run with 2x, 4x, ... the steps (and the logging interval)."""
+    return [
+        dataclasses.replace(cfg, steps=cfg.steps * 2**k, eval_every=cfg.eval_every * 2**k)
+        for k in range(max_doublings + 1)
+    ]
+
+
+@functools.cache
+def provenance() -> dict:
+    """The versions and the git commit a result was computed with (for the report)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        git = lambda *a: subprocess.run(
+            ["git", "-C", root, *a], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        commit = git("rev-parse", "--short=10", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", "dssim_mae_jax", "experiments"))
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "unknown", False
+    return {
+        "commit": commit + ("+changes" if dirty else ""),
+        "dssim_mae_jax": dmj.__version__,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+    }
 
 
 def _phases(cfg: RunConfig) -> list[tuple[str, int]]:
@@ -113,12 +146,20 @@ def image_metrics(pred, target) -> dict:
 
 
 def _validate(apply, params, val_pairs) -> dict:
-    psnrs, offsets = [], []
+    """Mean PSNR, offset-free PSNR and channel offset over the validation crops."""
+    psnrs, psnrs0, offsets = [], [], []
     for x, y in val_pairs:
         pred = np.asarray(apply(params, jnp.asarray(x)))
+        offset = channel_offset(pred, y)
         psnrs.append(float(dmj.psnr(pred, y, max_val=1.0)))
-        offsets.append(channel_offset(pred, y))
-    return {"psnr": float(np.mean(psnrs)), "offset": np.mean(offsets, axis=0).tolist()}
+        centred = pred - np.asarray(offset, np.float32) / 255
+        psnrs0.append(float(dmj.psnr(centred, y, max_val=1.0)))
+        offsets.append(offset)
+    return {
+        "psnr": float(np.mean(psnrs)),
+        "psnr_offset_removed": float(np.mean(psnrs0)),
+        "offset": np.mean(offsets, axis=0).tolist(),
+    }
 
 
 def train_and_evaluate(cfg: RunConfig, split: data.Split) -> dict:
@@ -165,11 +206,12 @@ def train_and_evaluate(cfg: RunConfig, split: data.Split) -> dict:
         "input_per_image": inputs,
         "train_seconds": train_s,
         "total_seconds": time.time() - t0,
+        "provenance": provenance(),
     }
 
 
-def run_or_load(cfg: RunConfig, split: data.Split, out_dir: str, *, log=print) -> dict:
-    """The result of `cfg`: read from `out_dir` if finished, else trained and written."""
+def _one_budget(cfg: RunConfig, split: data.Split, out_dir: str, *, log) -> dict:
+    """The result of `cfg` (one budget): read from `out_dir` if finished, else trained."""
     path = result_path(out_dir, cfg)
     if os.path.exists(path):
         with open(path) as f:
@@ -185,8 +227,28 @@ def run_or_load(cfg: RunConfig, split: data.Split, out_dir: str, *, log=print) -
         json.dump(res, f)
     os.replace(tmp, path)  # atomic: a killed run leaves no half-written result
     log(
-        f"done {cfg.task}/{cfg.loss} seed {cfg.seed}: "
+        f"done {cfg.task}/{cfg.loss} seed {cfg.seed} ({cfg.steps} steps): "
         f"PSNR {np.mean([m['psnr'] for m in res['per_image']]):.2f} dB, "
+        f"validation change over the last 20% {stats.late_gain(res['curve']):+.3f} dB, "
         f"{res['train_seconds']:.0f} s"
     )
     return res
+
+
+def run_or_load(
+    cfg: RunConfig, split: data.Split, out_dir: str, *, max_doublings: int = 2, log=print
+) -> dict:
+    """The result of `cfg` trained until flat: the first of `budgets` whose validation PSNR has
+    flattened, else the last. Its ``"budgets"`` lists every budget tried (steps, late change
+    of validation PSNR, flat or not) and ``"all_budgets_seconds"`` their total time."""
+    tried, total = [], 0.0
+    for rung in budgets(cfg, max_doublings):
+        res = _one_budget(rung, split, out_dir, log=log)
+        flat = stats.is_flat(res["curve"])
+        tried.append(
+            {"steps": rung.steps, "psnr_change": stats.late_gain(res["curve"]), "flat": flat}
+        )
+        total += res["total_seconds"]
+        if flat:
+            break
+    return {**res, "budgets": tried, "all_budgets_seconds": total}

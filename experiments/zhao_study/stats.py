@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+FLAT_DB = 0.1  # flattened: validation PSNR moved < 0.1 dB over the last 20% of the steps
+TAIL = 0.2
+
 
 def bootstrap_interval(d: np.ndarray, *, reps: int = 4000, seed: int = 0) -> tuple[float, float]:
     """95% interval of the mean of a [seeds, images] grid (two-way bootstrap)."""
@@ -39,7 +42,7 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
-def late_gain(curve: list[dict], *, key: str = "psnr", tail: float = 0.2) -> float:
+def late_gain(curve: list[dict], *, key: str = "psnr", tail: float = TAIL) -> float:
     """Validation gain over the last `tail` of training: last value - value at (1-tail).
 
     The value at the start of the tail is the last logged point at or before it.
@@ -51,7 +54,12 @@ def late_gain(curve: list[dict], *, key: str = "psnr", tail: float = 0.2) -> flo
     return float(values[-1] - start)
 
 
-def late_relative_change(curve: list[dict], *, key: str, tail: float = 0.2) -> float:
+def is_flat(curve: list[dict], *, key: str = "psnr") -> bool:
+    """Whether `key` moved by less than `FLAT_DB` (up or down) over the last `TAIL` of steps."""
+    return abs(late_gain(curve, key=key)) < FLAT_DB
+
+
+def late_relative_change(curve: list[dict], *, key: str, tail: float = TAIL) -> float:
     """Relative change of `key` over the last `tail` of training (points with a value only)."""
     pts = [c for c in curve if c.get(key) is not None]
     steps = np.asarray([c["step"] for c in pts])

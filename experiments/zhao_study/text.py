@@ -18,13 +18,35 @@ def _cmd(args) -> str:
         parts.append(f"--data-dir {args.data_dir}")
     if args.steps:
         parts.append(f"--steps {args.steps}")
+    if args.max_doublings != (0 if args.quick else 2):
+        parts.append(f"--max-doublings {args.max_doublings}")
     parts.append("--seeds " + " ".join(map(str, args.seeds)))
     return " ".join(parts)
 
 
+def _provenance(results) -> str:
+    """The distinct (commit, library, JAX, backend) the reported runs were computed with."""
+    seen = {}
+    for r in results.values():
+        p = r.get("provenance")
+        key = (
+            f"commit {p['commit']}, dssim_mae_jax {p['dssim_mae_jax']}, JAX {p['jax']} "
+            f"on {p['backend']}"
+            if p
+            else "not recorded"
+        )
+        seen[key] = seen.get(key, 0) + 1
+    return "; ".join(f"{k} ({n} runs)" for k, n in seen.items())
+
+
 def header(args, split, results, *, machine: str, wall: float) -> list[str]:
-    cfg = next(iter(results.values()))["config"] if results else {}
-    run_s = sum(r["total_seconds"] for r in results.values())
+    first = next(iter(results.values())) if results else {}
+    cfg = dict(first.get("config", {}))
+    if first.get("budgets"):  # the base budget, not the longest one a run needed
+        k = first["config"]["steps"] // first["budgets"][0]["steps"]
+        cfg.update(steps=cfg["steps"] // k, eval_every=cfg["eval_every"] // k)
+    run_s = sum(r.get("all_budgets_seconds", r["total_seconds"]) for r in results.values())
+    top = cfg.get("steps", 0) * 2**args.max_doublings
     return [
         "# Zhao et al.'s loss comparison, reproduced at CPU scale",
         "",
@@ -37,7 +59,9 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         + (" (report only)" if args.report_only else "")
         + f"; the {len(results)} runs it "
         f"reports took {run_s / 60:.1f} min of training and evaluation in all (time spent "
-        "when each was trained, possibly by an earlier invocation).",
+        "when each was trained, possibly by an earlier invocation, every budget tried "
+        "included).",
+        f"- Computed with: {_provenance(results)}.",
         f"- Training images ({len(split.train)}): {', '.join(split.train_names)}. Held-out, "
         f"evaluated on the full images ({len(split.eval)}): {', '.join(split.eval_names)}.",
         f"- Network: 3 convolutions {cfg.get('kernels')} × {cfg.get('features')} features, "
@@ -47,7 +71,10 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         f"cosine decay to {cfg.get('lr', 0) * cfg.get('final_lr_fraction', 0):g}; the phased "
         f"schedule trains ℓ1 for the first {cfg.get('switch', 0):.0%} of the steps, then Mix "
         "(fresh Adam moments, same learning-rate schedule). Same initial weights, patches, "
-        "noise and held-out noise for every loss of a seed.",
+        "noise and held-out noise for every loss of a seed. Until flat: a run whose "
+        "validation PSNR has not flattened (below) is trained again from the same initial "
+        "weights with twice the steps (the same schedule stretched, the same first patches), "
+        f"up to {top} steps; the first budget that flattened is reported, else the last.",
         "- Losses on each 31×31 patch, as in the released layers (NVlabs/PL4NN): one Gaussian "
         "window over the whole patch, so one value per patch; SSIM₅ = SSIM with σ = 5; MS-SSIM "
         "= luminance at σ = 8 × contrast-structure at σ = 0.5, 1, 2, 4, 8 "
@@ -62,9 +89,12 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         "- Intervals: 95%, two-way bootstrap over seeds and images (`stats.py`); "
         "(k/n) counts the seed × image pairs where the difference is positive.",
         f"- Convergence: a run has flattened when its validation PSNR (centre crops of the "
-        f"held-out images, logged every {cfg.get('eval_every')} steps) moved by less than "
-        f"{report.FLAT_DB} dB (up or down) over the last 20% of its steps; the change of the "
-        "training loss (mean over each logging interval) over the same steps is shown beside it.",
+        f"held-out images, logged 20 times a run: every {cfg.get('eval_every')} steps at "
+        f"{cfg.get('steps')} steps) moved by less than {report.FLAT_DB} dB (up or down) over "
+        "the last 20% of its steps. Beside it: the same change once each crop's mean colour "
+        "offset is removed, and the change of the training loss (mean over each logging "
+        "interval). The validation crops are of the held-out images, so the budget is chosen "
+        "on them (not the best checkpoint, only whether to train longer).",
         "",
     ]
 
