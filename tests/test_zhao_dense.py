@@ -83,7 +83,7 @@ def test_quick_dense_run_end_to_end(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.count("training denoise/") == 2
     results = report.load_summary(str(tmp_path / "r.json"))
     assert results[("denoise", "mix", 0)]["config"]["patch"] == 35
-    assert (tmp_path / "runs" / "zhao_quick_crop35" / "denoise" / "mix_s0.json").exists()
+    assert (tmp_path / "runs" / "zhao_quick_crop35" / "denoise" / "mix_s0_16.json").exists()
 
 
 def test_dense_report_of_identical_runs_shows_no_change(tmp_path):

@@ -1,6 +1,8 @@
 """The Zhao et al. reproduction (experiments/zhao.py): its losses against float64 ports of the
 released layers' formulas, its data, its statistics, and a quick end-to-end run."""
 
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -149,6 +151,77 @@ def test_bootstrap_interval_and_late_gain():
     assert stats.late_gain(curve) == pytest.approx(0.5)
 
 
+def test_is_flat_uses_the_late_change_both_ways():
+    curve = lambda last: [{"step": s, "psnr": v} for s, v in [(0, 10), (80, 30), (100, last)]]
+    assert stats.is_flat(curve(30.05)) and stats.is_flat(curve(29.95))
+    assert not stats.is_flat(curve(30.2)) and not stats.is_flat(curve(29.8))
+
+
+def _fake_training(monkeypatch, flat_from: int):
+    """Replaces training: a run of `steps` has a flat validation curve iff steps >= flat_from."""
+    from zhao_study import run
+
+    calls = []
+
+    def fake(cfg, split):
+        calls.append(cfg.steps)
+        late = 0.0 if cfg.steps >= flat_from else -0.5  # PSNR still falling (a drifting run)
+        curve = [
+            {"step": 0, "train_loss": None, "psnr": 20.0},
+            {"step": cfg.steps * 4 // 5, "train_loss": 0.1, "psnr": 25.0},
+            {"step": cfg.steps, "train_loss": 0.1, "psnr": 25.0 + late},
+        ]
+        im = {"psnr": 25.0 + cfg.steps / 1000, "ssim": 0.8, "ms_ssim": 0.9, "l1x1000": 30.0}
+        return {
+            "config": dataclasses.asdict(cfg),
+            "curve": curve,
+            "per_image": [im],
+            "train_seconds": 1.0,
+            "total_seconds": 2.0,
+        }
+
+    monkeypatch.setattr(run, "train_and_evaluate", fake)
+    return run, calls
+
+
+def test_run_is_trained_again_with_doubled_steps_until_flat(tmp_path, monkeypatch):
+    run, calls = _fake_training(monkeypatch, flat_from=200)
+    cfg = run.RunConfig(task="denoise", loss="mix", seed=0, steps=50, eval_every=5)
+    assert [(b.steps, b.eval_every) for b in run.budgets(cfg, 2)] == [(50, 5), (100, 10), (200, 20)]
+    res = run.run_or_load(cfg, None, str(tmp_path), max_doublings=3, log=lambda m: None)
+    assert calls == [50, 100, 200]  # stops at the first flat budget, not at 400
+    assert res["config"]["steps"] == 200 and res["all_budgets_seconds"] == 6.0
+    assert [b["flat"] for b in res["budgets"]] == [False, False, True]
+    assert res["budgets"][0]["psnr_change"] == pytest.approx(-0.5)
+    # Every budget is a file of its own; a second call trains nothing and returns the same.
+    assert sorted(os.listdir(tmp_path / "denoise")) == [f"mix_s0_{n}.json" for n in (100, 200, 50)]
+    again = run.run_or_load(cfg, None, str(tmp_path), max_doublings=3, log=lambda m: None)
+    assert calls == [50, 100, 200] and again == json.loads(json.dumps(res))
+    # A run that never flattens reports its last budget, marked as not flat.
+    run, calls = _fake_training(monkeypatch, flat_from=10**6)
+    res = run.run_or_load(cfg, None, str(tmp_path / "b"), max_doublings=1, log=lambda m: None)
+    assert calls == [50, 100] and res["config"]["steps"] == 100
+    assert not any(b["flat"] for b in res["budgets"])
+
+
+def test_compare_reports_the_largest_per_image_difference():
+    im = lambda p: {"psnr": p, "ssim": 0.5, "ms_ssim": float("nan"), "l1x1000": 10.0}
+    run = lambda *ps: {"config": {"steps": 1500}, "per_image": [im(p) for p in ps]}
+    ours = {("sr", "l1", 0): run(30.0, 31.0), ("sr", "mix", 0): run(1.0, 2.0)}
+    lines = zhao.compare(ours, {("sr", "l1", 0): run(30.0, 31.25)}, source="ref.json")
+    assert "sr/l1/0: steps 1500 (there 1500); psnr 0.25, ssim 0, ms_ssim 0" in lines[1]
+    assert lines[2] == "  sr/mix/0: not in ref.json"
+
+
+def test_default_runs_dir_is_separate_per_data_folder():
+    args = zhao.parse_args(["--data-dir", "/data/kodak/"])
+    assert zhao.default_runs_dir(args) == os.path.join("runs", "zhao_kodak")
+    assert zhao.default_runs_dir(zhao.parse_args(["--quick"])) == os.path.join("runs", "zhao_quick")
+    assert args.max_doublings == 2 and zhao.parse_args(["--quick"]).max_doublings == 0
+    with pytest.raises(SystemExit):
+        zhao.parse_args(["--max-doublings", "9"])
+
+
 def _run(tmp_path, capsys, *extra):
     out = tmp_path / "report.md"
     args = ["--quick", "--task", "denoise", "--seeds", "0", "--runs-dir", str(tmp_path / "runs")]
@@ -184,4 +257,4 @@ def test_quick_study_with_data_dir(tmp_path, capsys):
         Image.fromarray(arr).save(folder / f"p{i}.png")
     out, log = _run(tmp_path, capsys, "--losses", "l1", "--data-dir", str(folder))
     assert "p2.png" in out.read_text() and "training denoise/l1" in log
-    assert os.path.exists(tmp_path / "runs" / "denoise" / "l1_s0.json")
+    assert os.path.exists(tmp_path / "runs" / "denoise" / f"l1_s0_{zhao.QUICK['steps']}.json")

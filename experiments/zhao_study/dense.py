@@ -20,13 +20,19 @@ PSNR = report.METRICS[0]
 
 
 def load_runs(runs_dir: str, task: str) -> dict:
-    """``{(task, loss, seed): result}`` of the per-run JSON files under ``runs_dir/task``."""
-    out = {}
-    for path in sorted(glob.glob(os.path.join(runs_dir, task, "*.json"))):
+    """``{(task, loss, seed): result}`` of the per-budget JSON files under ``runs_dir/task``:
+    per run, the first budget (fewest steps) whose validation curve flattened, else the
+    longest, as `run.run_or_load` picks it."""
+    budgets = {}
+    for path in glob.glob(os.path.join(runs_dir, task, "*.json")):
         with open(path) as f:
             r = json.load(f)
         cfg = r["config"]
-        out[(cfg["task"], cfg["loss"], cfg["seed"])] = r
+        budgets.setdefault((cfg["task"], cfg["loss"], cfg["seed"]), []).append(r)
+    out = {}
+    for key, runs in sorted(budgets.items()):
+        runs.sort(key=lambda r: r["config"]["steps"])
+        out[key] = next((r for r in runs if stats.is_flat(r["curve"])), runs[-1])
     return out
 
 
