@@ -37,7 +37,9 @@ QUICK_SIZE = 176  # quick mode: crop every image to this (MS-SSIM needs 161)
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", default="all", choices=(*data.TASKS, "all"))
+    p.add_argument(
+        "--task", nargs="+", default=["all"], choices=(*data.TASKS, "all"), help="one or more"
+    )
     p.add_argument("--out", default="docs/results_zhao.md", help="markdown report to write")
     p.add_argument(
         "--runs-dir",
@@ -118,7 +120,7 @@ def _configs(args, tasks):
 def main(argv=None) -> int:
     args = parse_args(argv)
     t0 = time.time()
-    tasks = data.TASKS if args.task == "all" else (args.task,)
+    tasks = data.TASKS if "all" in args.task else tuple(dict.fromkeys(args.task))
     runs_dir = args.runs_dir or default_runs_dir(args)
     if args.crop != losses.PATCH and not args.runs_dir:
         runs_dir += f"_crop{args.crop}"  # never mixed with the 31x31 runs

@@ -218,6 +218,7 @@ def test_default_runs_dir_is_separate_per_data_folder():
     assert zhao.default_runs_dir(args) == os.path.join("runs", "zhao_kodak")
     assert zhao.default_runs_dir(zhao.parse_args(["--quick"])) == os.path.join("runs", "zhao_quick")
     assert args.max_doublings == 2 and zhao.parse_args(["--quick"]).max_doublings == 0
+    assert zhao.parse_args(["--task", "sr", "denoise"]).task == ["sr", "denoise"]
     with pytest.raises(SystemExit):
         zhao.parse_args(["--max-doublings", "9"])
 

@@ -11,7 +11,7 @@ from .report import LABELS, TASK_TITLES
 
 
 def _cmd(args) -> str:
-    parts = ["python experiments/zhao.py", f"--task {args.task}", f"--out {args.out}"]
+    parts = ["python experiments/zhao.py", "--task " + " ".join(args.task), f"--out {args.out}"]
     if args.quick:
         parts.append("--quick")
     if args.data_dir:
