@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import platform
 import sys
@@ -74,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--report-only", action="store_true", help="no training, report what exists")
     args = p.parse_args(argv)
+    if args.data_dir:  # one spelling per folder: the stored settings and the runs dir
+        args.data_dir = os.path.abspath(os.path.normpath(os.path.expanduser(args.data_dir)))
     if args.max_doublings is None:
         args.max_doublings = 0 if args.quick else 2
     if not 0 <= args.max_doublings <= 4:
@@ -103,18 +106,18 @@ def _split(args) -> data.Split:
 
 
 def _configs(args, tasks):
+    """Per cell (task, loss): the configs of its seeds."""
     extra = dict(QUICK) if args.quick else {}
     if args.steps:
-        extra["steps"] = args.steps
-        extra.setdefault("eval_every", max(1, args.steps // 20))
+        extra.update(steps=args.steps, eval_every=max(1, args.steps // 20))
     if args.crop != losses.PATCH:
         extra["patch"] = args.crop
     for task in tasks:
-        for seed in args.seeds:
-            for name in args.losses:
-                yield run.RunConfig(
-                    task=task, loss=name, seed=seed, data_dir=args.data_dir, **extra
-                )
+        for name in args.losses:
+            yield [
+                run.RunConfig(task=task, loss=name, seed=s, data_dir=args.data_dir, **extra)
+                for s in args.seeds
+            ]
 
 
 def main(argv=None) -> int:
@@ -127,15 +130,20 @@ def main(argv=None) -> int:
     split = _split(args)
     log = lambda m: print(m, file=sys.stderr, flush=True)
     results, skipped = {}, set()
-    for cfg in _configs(args, tasks):
-        if cfg.loss in losses.NEEDS_MULTI_SIGMA and not losses.has_multi_sigma():
-            skipped.add(cfg.loss)
+    for cell in _configs(args, tasks):
+        task, name = cell[0].task, cell[0].loss
+        if name in losses.NEEDS_MULTI_SIGMA and not losses.has_multi_sigma():
+            skipped.add(name)
             continue
-        if args.report_only and not os.path.exists(run.result_path(runs_dir, cfg)):
-            continue
-        results[(cfg.task, cfg.loss, cfg.seed)] = run.run_or_load(
-            cfg, split, runs_dir, max_doublings=args.max_doublings, log=log
+        by_seed = run.run_cell(
+            cell,
+            split,
+            runs_dir,
+            max_doublings=args.max_doublings,
+            train=not args.report_only,
+            log=log,
         )
+        results.update({(task, name, seed): r for seed, r in by_seed.items()})
     if skipped:
         log(f"skipped (dssim_mae_jax has no multi_sigma_ssim): {sorted(skipped)}")
     write_report(args, tasks, results, split, wall=time.time() - t0)
@@ -147,10 +155,12 @@ def main(argv=None) -> int:
 
 
 def default_runs_dir(args) -> str:
-    """runs/zhao, runs/zhao_quick, or runs/zhao_<folder name> for --data-dir."""
+    """runs/zhao, runs/zhao_quick, or runs/zhao_<folder name>_<hash of its path> for
+    --data-dir (two folders of the same name never share runs)."""
     name = "zhao"
     if args.data_dir:
-        name += "_" + os.path.basename(os.path.normpath(args.data_dir))
+        digest = hashlib.sha1(args.data_dir.encode()).hexdigest()[:6]
+        name += f"_{os.path.basename(args.data_dir)}_{digest}"
     return os.path.join("runs", name + ("_quick" if args.quick else ""))
 
 

@@ -18,6 +18,11 @@ import zhao  # noqa: E402  (after the path)
 from zhao_study import dense, report  # noqa: E402
 
 
+def _budgets(results: dict) -> str:
+    seen = {name: report.budget_note(r) for (_, name, _), r in sorted(results.items())}
+    return ", ".join(f"{report.LABELS[n]} {b}" for n, b in seen.items())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--crop", type=int, default=61)
@@ -34,9 +39,10 @@ def main(argv=None) -> int:
         p.error(f"--runs-dir: no runs of task {args.task!r} under {runs_dir!r}")
     cfg = next(iter(dense_runs.values()))["config"]
     setup = [
-        f"Runs: `{runs_dir}/{args.task}/*.json` (crop {cfg['patch']}×{cfg['patch']}, "
-        f"{cfg['steps']} steps, batch {cfg['batch']}, seeds {args.seeds}) beside the 31×31 "
-        f"study's runs of the same losses and seeds (`{args.study}`).",
+        f"Runs: `{runs_dir}/{args.task}/*.json` (crop {cfg['patch']}×{cfg['patch']}, batch "
+        f"{cfg['batch']}, seeds {args.seeds}; steps per loss, * where doubling them still "
+        f"changed the result: {_budgets(dense_runs)}) beside the 31×31 study's runs of the same "
+        f"losses and seeds (`{args.study}`).",
         f"Report machine: {zhao.machine()}.",
         *args.note,
     ]

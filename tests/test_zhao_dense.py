@@ -83,7 +83,7 @@ def test_quick_dense_run_end_to_end(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.count("training denoise/") == 2
     results = report.load_summary(str(tmp_path / "r.json"))
     assert results[("denoise", "mix", 0)]["config"]["patch"] == 35
-    assert (tmp_path / "runs" / "zhao_quick_crop35" / "denoise" / "mix_s0_16.json").exists()
+    assert (tmp_path / "runs" / "zhao_quick_crop35" / "denoise" / "mix_p35_s0_16.json").exists()
 
 
 def test_dense_report_of_identical_runs_shows_no_change(tmp_path):
@@ -94,11 +94,14 @@ def test_dense_report_of_identical_runs_shows_no_change(tmp_path):
 
     study = Path(__file__).resolve().parents[1] / "docs" / "results_zhao.json"
     runs = report.load_summary(str(study))
+    from zhao_study import run
+
     (tmp_path / "denoise").mkdir()
     for loss in ("l1", "mix"):
         for seed in (0, 1, 2):
-            path = tmp_path / "denoise" / f"{loss}_s{seed}.json"
-            path.write_text(json.dumps(runs[("denoise", loss, seed)]))
+            res = runs[("denoise", loss, seed)]
+            cfg = run.RunConfig(**{**res["config"], "kernels": tuple(res["config"]["kernels"])})
+            Path(run.result_path(str(tmp_path), cfg)).write_text(json.dumps(res))
     out = tmp_path / "dense.md"
     zhao_dense.main(["--runs-dir", str(tmp_path), "--study", str(study), "--out", str(out)])
     text = out.read_text()

@@ -151,27 +151,22 @@ def test_bootstrap_interval_and_late_gain():
     assert stats.late_gain(curve) == pytest.approx(0.5)
 
 
-def test_is_flat_uses_the_late_change_both_ways():
-    curve = lambda last: [{"step": s, "psnr": v} for s, v in [(0, 10), (80, 30), (100, last)]]
-    assert stats.is_flat(curve(30.05)) and stats.is_flat(curve(29.95))
-    assert not stats.is_flat(curve(30.2)) and not stats.is_flat(curve(29.8))
-
-
-def _fake_training(monkeypatch, flat_from: int):
-    """Replaces training: a run of `steps` has a flat validation curve iff steps >= flat_from."""
+def _fake_training(monkeypatch, gain_by_steps: dict):
+    """Replaces training: a run of `steps` ends at validation PSNR 25 + gain_by_steps[steps]
+    (+ 0.01 * seed)."""
     from zhao_study import run
 
     calls = []
 
     def fake(cfg, split):
-        calls.append(cfg.steps)
-        late = 0.0 if cfg.steps >= flat_from else -0.5  # PSNR still falling (a drifting run)
+        calls.append((cfg.seed, cfg.steps))
+        final = 25.0 + gain_by_steps[cfg.steps] + 0.01 * cfg.seed
         curve = [
             {"step": 0, "train_loss": None, "psnr": 20.0},
-            {"step": cfg.steps * 4 // 5, "train_loss": 0.1, "psnr": 25.0},
-            {"step": cfg.steps, "train_loss": 0.1, "psnr": 25.0 + late},
+            {"step": cfg.steps * 4 // 5, "train_loss": 0.1, "psnr": final},
+            {"step": cfg.steps, "train_loss": 0.1, "psnr": final},
         ]
-        im = {"psnr": 25.0 + cfg.steps / 1000, "ssim": 0.8, "ms_ssim": 0.9, "l1x1000": 30.0}
+        im = {"psnr": final, "ssim": 0.8, "ms_ssim": 0.9, "l1x1000": 30.0}
         return {
             "config": dataclasses.asdict(cfg),
             "curve": curve,
@@ -184,24 +179,45 @@ def _fake_training(monkeypatch, flat_from: int):
     return run, calls
 
 
-def test_run_is_trained_again_with_doubled_steps_until_flat(tmp_path, monkeypatch):
-    run, calls = _fake_training(monkeypatch, flat_from=200)
-    cfg = run.RunConfig(task="denoise", loss="mix", seed=0, steps=50, eval_every=5)
-    assert [(b.steps, b.eval_every) for b in run.budgets(cfg, 2)] == [(50, 5), (100, 10), (200, 20)]
-    res = run.run_or_load(cfg, None, str(tmp_path), max_doublings=3, log=lambda m: None)
-    assert calls == [50, 100, 200]  # stops at the first flat budget, not at 400
-    assert res["config"]["steps"] == 200 and res["all_budgets_seconds"] == 6.0
-    assert [b["flat"] for b in res["budgets"]] == [False, False, True]
-    assert res["budgets"][0]["psnr_change"] == pytest.approx(-0.5)
+def test_cell_is_trained_with_doubled_steps_until_doubling_changes_little(tmp_path, monkeypatch):
+    # 50 -> 100 steps: +0.5 dB (not converged); 100 -> 200: +0.05 dB (converged at 200).
+    run, calls = _fake_training(monkeypatch, {50: 0.0, 100: 0.5, 200: 0.55, 400: 0.6})
+    cfgs = [
+        run.RunConfig(task="denoise", loss="mix", seed=s, steps=50, eval_every=5) for s in (0, 1)
+    ]
+    assert [(b.steps, b.eval_every) for b in run.budgets(cfgs[0], 2)] == [
+        (50, 5),
+        (100, 10),
+        (200, 20),
+    ]
+    quiet = lambda m: None
+    res = run.run_cell(cfgs, None, str(tmp_path), max_doublings=3, log=quiet)
+    assert sorted(calls) == [(s, n) for s in (0, 1) for n in (50, 100, 200)]  # never 400
+    assert set(res) == {0, 1} and all(r["config"]["steps"] == 200 for r in res.values())
+    assert res[1]["converged"] is True and res[1]["all_budgets_seconds"] == 6.0
+    assert [b["steps"] for b in res[0]["budgets"]] == [50, 100, 200]
+    assert res[0]["budgets"][1]["val_psnr"] == pytest.approx(25.505)  # mean over the seeds
     # Every budget is a file of its own; a second call trains nothing and returns the same.
-    assert sorted(os.listdir(tmp_path / "denoise")) == [f"mix_s0_{n}.json" for n in (100, 200, 50)]
-    again = run.run_or_load(cfg, None, str(tmp_path), max_doublings=3, log=lambda m: None)
-    assert calls == [50, 100, 200] and again == json.loads(json.dumps(res))
-    # A run that never flattens reports its last budget, marked as not flat.
-    run, calls = _fake_training(monkeypatch, flat_from=10**6)
-    res = run.run_or_load(cfg, None, str(tmp_path / "b"), max_doublings=1, log=lambda m: None)
-    assert calls == [50, 100] and res["config"]["steps"] == 100
-    assert not any(b["flat"] for b in res["budgets"])
+    names = sorted(os.listdir(tmp_path / "denoise"))
+    assert names == sorted(f"mix_s{s}_{n}.json" for s in (0, 1) for n in (50, 100, 200))
+    again = run.run_cell(cfgs, None, str(tmp_path), max_doublings=3, log=quiet)
+    assert len(calls) == 6 and again[1] == json.loads(json.dumps(res[1]))
+    # Without training, only finished budgets count: nothing at all in an empty folder.
+    assert run.run_cell(cfgs, None, str(tmp_path / "none"), train=False, log=quiet) == {}
+    # A cell that never converges is reported at its last budget, marked as such.
+    run, calls = _fake_training(monkeypatch, {50: 0.0, 100: 1.0})
+    res = run.run_cell(cfgs, None, str(tmp_path / "b"), max_doublings=1, log=quiet)
+    assert res[0]["config"]["steps"] == 100 and res[0]["converged"] is False
+    # One budget only (quick mode): not checked.
+    res = run.run_cell(cfgs, None, str(tmp_path / "c"), max_doublings=0, log=quiet)
+    assert res[0]["converged"] is None and res[0]["config"]["steps"] == 50
+
+
+def test_diverged_cell_is_not_trained_longer(tmp_path, monkeypatch):
+    run, calls = _fake_training(monkeypatch, {50: float("nan"), 100: 0.0})
+    cfgs = [run.RunConfig(task="sr", loss="l2", seed=0, steps=50, eval_every=5)]
+    res = run.run_cell(cfgs, None, str(tmp_path), max_doublings=2, log=lambda m: None)
+    assert calls == [(0, 50)] and res[0]["converged"] is False
 
 
 def test_compare_reports_the_largest_per_image_difference():
@@ -215,7 +231,10 @@ def test_compare_reports_the_largest_per_image_difference():
 
 def test_default_runs_dir_is_separate_per_data_folder():
     args = zhao.parse_args(["--data-dir", "/data/kodak/"])
-    assert zhao.default_runs_dir(args) == os.path.join("runs", "zhao_kodak")
+    assert args.data_dir == os.path.abspath("/data/kodak")  # one spelling per folder
+    assert zhao.default_runs_dir(args).startswith(os.path.join("runs", "zhao_kodak_"))
+    other = zhao.parse_args(["--data-dir", "/elsewhere/kodak"])
+    assert zhao.default_runs_dir(other) != zhao.default_runs_dir(args)
     assert zhao.default_runs_dir(zhao.parse_args(["--quick"])) == os.path.join("runs", "zhao_quick")
     assert args.max_doublings == 2 and zhao.parse_args(["--quick"]).max_doublings == 0
     assert zhao.parse_args(["--task", "sr", "denoise"]).task == ["sr", "denoise"]
@@ -235,7 +254,7 @@ def test_quick_study_writes_report_and_reuses_runs(tmp_path, capsys):
     out, log = _run(tmp_path, capsys, "--losses", "l1", "ssim")
     assert log.count("training denoise/") == 2
     text = out.read_text()
-    for needle in ("| PSNR (dB) ↑ |", "Paired differences to ℓ1", "Colour cast", "flattened"):
+    for needle in ("| PSNR (dB) ↑ |", "Paired differences to ℓ1", "Colour cast", "converged"):
         assert needle in text
     assert (tmp_path / "figures" / "report_denoise.png").stat().st_size > 1000
     results = report.load_summary(str(tmp_path / "report.json"))

@@ -1,9 +1,12 @@
-"""Train and evaluate one run (task, loss, seed) until its validation curve has flattened.
+"""Train and evaluate the runs of one cell (task, loss; every seed) until doubling the training
+no longer changes them.
 
-A run is trained for `RunConfig.steps`; if its validation PSNR has not flattened
-(`stats.is_flat`), it is trained again from the same initial weights with twice the steps (the
-same cosine schedule stretched, logged every twice as many steps), up to ``2**max_doublings``
-times the steps. Each budget's result is one JSON file; a finished file is reused as is, and an
+Every seed of a cell is trained for `RunConfig.steps`, then again from the same initial weights
+with twice the steps (the same cosine schedule stretched, logged every twice as many steps),
+and so on up to ``2**max_doublings`` times the steps, until the final validation PSNR, mean over
+the seeds, changed by less than `stats.FLAT_DB` from one budget to the next: the cell has
+converged at that budget, and every seed is reported at it (else at the last budget, marked as
+not converged). Each budget of a run is one JSON file; a finished file is reused as is, and an
 unfinished budget starts again (a run is minutes long).
 """
 
@@ -51,7 +54,8 @@ class RunConfig:
 
 
 def result_path(out_dir: str, cfg: RunConfig) -> str:
-    return os.path.join(out_dir, cfg.task, f"{cfg.loss}_s{cfg.seed}_{cfg.steps}.json")
+    crop = "" if cfg.patch == losses.PATCH else f"_p{cfg.patch}"
+    return os.path.join(out_dir, cfg.task, f"{cfg.loss}{crop}_s{cfg.seed}_{cfg.steps}.json")
 
 
 def budgets(cfg: RunConfig, max_doublings: int) -> list[RunConfig]:
@@ -118,9 +122,12 @@ def _apply(graphdef):
     return apply
 
 
-def _centre(img: np.ndarray, size: int) -> np.ndarray:
+def _centre(img: np.ndarray, size: int, *, even: bool = False) -> np.ndarray:
+    """The centre crop; with ``even``, at even offsets (keeps a Bayer mosaic's RGGB phase)."""
     h, w = img.shape[:2]
     r, c = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    if even:
+        r, c = r - r % 2, c - c % 2
     return img[r : r + size, c : c + size]
 
 
@@ -177,7 +184,11 @@ def train_and_evaluate(cfg: RunConfig, split: data.Split) -> dict:
         split.train, cfg.task, patch=cfg.patch, batch=cfg.batch, seed=cfg.seed
     )
     eval_pairs = data.eval_pairs(split.eval, cfg.task, seed=cfg.seed)
-    val_pairs = [(_centre(x, cfg.val_crop), _centre(y, cfg.val_crop)) for x, y in eval_pairs]
+    even = cfg.task == "demosaic"
+    val_pairs = [
+        (_centre(x, cfg.val_crop, even=even), _centre(y, cfg.val_crop, even=even))
+        for x, y in eval_pairs
+    ]
     apply = _apply(graphdef)
     curve = [{"step": 0, "train_loss": None, **_validate(apply, params, val_pairs)}]
     start, losses_seen = 0, []
@@ -210,15 +221,20 @@ def train_and_evaluate(cfg: RunConfig, split: data.Split) -> dict:
     }
 
 
-def _one_budget(cfg: RunConfig, split: data.Split, out_dir: str, *, log) -> dict:
-    """The result of `cfg` (one budget): read from `out_dir` if finished, else trained."""
+def _one_budget(
+    cfg: RunConfig, split: data.Split, out_dir: str, *, log, train: bool = True
+) -> dict | None:
+    """The result of `cfg` (one budget): read from `out_dir` if finished, else trained (None
+    if not finished and not ``train``)."""
     path = result_path(out_dir, cfg)
     if os.path.exists(path):
         with open(path) as f:
             res = json.load(f)
         if res["config"] == json.loads(json.dumps(dataclasses.asdict(cfg))):
             return res
-        log(f"{path}: settings changed, training again")
+        log(f"{path}: settings changed" + (", training again" if train else ", not used"))
+    if not train:
+        return None
     log(f"training {cfg.task}/{cfg.loss} seed {cfg.seed} ({cfg.steps} steps)")
     res = train_and_evaluate(cfg, split)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -229,26 +245,54 @@ def _one_budget(cfg: RunConfig, split: data.Split, out_dir: str, *, log) -> dict
     log(
         f"done {cfg.task}/{cfg.loss} seed {cfg.seed} ({cfg.steps} steps): "
         f"PSNR {np.mean([m['psnr'] for m in res['per_image']]):.2f} dB, "
-        f"validation change over the last 20% {stats.late_gain(res['curve']):+.3f} dB, "
-        f"{res['train_seconds']:.0f} s"
+        f"validation PSNR {res['curve'][-1]['psnr']:.2f} dB, {res['train_seconds']:.0f} s"
     )
     return res
 
 
-def run_or_load(
-    cfg: RunConfig, split: data.Split, out_dir: str, *, max_doublings: int = 2, log=print
-) -> dict:
-    """The result of `cfg` trained until flat: the first of `budgets` whose validation PSNR has
-    flattened, else the last. Its ``"budgets"`` lists every budget tried (steps, late change
-    of validation PSNR, flat or not) and ``"all_budgets_seconds"`` their total time."""
-    tried, total = [], 0.0
-    for rung in budgets(cfg, max_doublings):
-        res = _one_budget(rung, split, out_dir, log=log)
-        flat = stats.is_flat(res["curve"])
-        tried.append(
-            {"steps": rung.steps, "psnr_change": stats.late_gain(res["curve"]), "flat": flat}
-        )
-        total += res["total_seconds"]
-        if flat:
+def final_val_psnr(res: dict) -> float:
+    """The validation PSNR at the end of a run (centre crops of the held-out images)."""
+    return float(res["curve"][-1]["psnr"])
+
+
+def run_cell(
+    cfgs: list[RunConfig],
+    split: data.Split,
+    out_dir: str,
+    *,
+    max_doublings: int = 2,
+    train: bool = True,
+    log=print,
+) -> dict[int, dict]:
+    """``{seed: result}`` of one cell (the seeds' configs of one task and loss), every seed at
+    the cell's budget: the first doubling that changed the seeds' mean final validation PSNR
+    by less than `stats.FLAT_DB`, else the last budget (see the module docstring).
+
+    Each result gets ``"budgets"``: per budget tried, its steps and the seeds' mean final
+    validation PSNR; ``"converged"``; ``"all_budgets_seconds"``: this seed's time over every
+    budget tried. Without ``train``, only finished budgets are used (None if the first is
+    missing for a seed).
+    """
+    ladders = [budgets(c, max_doublings) for c in cfgs]
+    history, seconds, chosen, converged = [], [0.0] * len(cfgs), None, False
+    for k in range(max_doublings + 1):
+        res = [_one_budget(lad[k], split, out_dir, log=log, train=train) for lad in ladders]
+        if any(r is None for r in res):
             break
-    return {**res, "budgets": tried, "all_budgets_seconds": total}
+        chosen = res
+        seconds = [t + r["total_seconds"] for t, r in zip(seconds, res, strict=True)]
+        psnr = float(np.mean([final_val_psnr(r) for r in res]))
+        history.append({"steps": ladders[0][k].steps, "val_psnr": psnr})
+        if not np.isfinite(psnr):
+            break  # a diverged run: longer training is no answer
+        if k and abs(psnr - history[-2]["val_psnr"]) < stats.FLAT_DB:
+            converged = True
+            break
+    if chosen is None:
+        return {}
+    if max_doublings == 0:
+        converged = None  # not checked
+    return {
+        c.seed: {**r, "budgets": history, "converged": converged, "all_budgets_seconds": t}
+        for c, r, t in zip(cfgs, chosen, seconds, strict=True)
+    }

@@ -20,8 +20,33 @@ def _cmd(args) -> str:
         parts.append(f"--steps {args.steps}")
     if args.max_doublings != (0 if args.quick else 2):
         parts.append(f"--max-doublings {args.max_doublings}")
+    if args.crop != losses.PATCH:
+        parts.append(f"--crop {args.crop}")
+    if tuple(args.losses) != losses.LOSSES:
+        parts.append("--losses " + " ".join(args.losses))
+    if args.runs_dir:
+        parts.append(f"--runs-dir {args.runs_dir}")
     parts.append("--seeds " + " ".join(map(str, args.seeds)))
     return " ".join(parts)
+
+
+def _loss_line(patch: int) -> str:
+    dense = (
+        ""
+        if patch == losses.PATCH
+        else f" Here the crops are {patch}×{patch}: every loss is the mean of that per-patch "
+        f"value over all {(patch - losses.PATCH + 1) ** 2} 31×31 sub-patches (ℓ1 and ℓ2: the "
+        "pixel means)."
+    )
+    return (
+        "- Losses on each 31×31 patch, as in the released layers (NVlabs/PL4NN): one Gaussian "
+        "window over the whole patch, so one value per patch; SSIM₅ = SSIM with σ = 5; MS-SSIM "
+        "= luminance at σ = 8 × contrast-structure at σ = 0.5, 1, 2, 4, 8 "
+        "(`multi_sigma_ssim(filter_size=31)`); Mix = 0.84 (1 − MS-SSIM) + 0.16 G₈·ℓ1 "
+        "(that MS-SSIM and `mae(mask=G₈)`, the released MSSSIML1 with the paper's α); "
+        "remedies: Mix with MS-SSIM on BT.601 luma and the G₈·ℓ1 term on RGB, and Mix "
+        "with α = 0.5 (a larger ℓ1 weight)." + dense
+    )
 
 
 def _provenance(results) -> str:
@@ -47,6 +72,7 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         cfg.update(steps=cfg["steps"] // k, eval_every=cfg["eval_every"] // k)
     run_s = sum(r.get("all_budgets_seconds", r["total_seconds"]) for r in results.values())
     top = cfg.get("steps", 0) * 2**args.max_doublings
+    logged = cfg.get("steps", 0) // max(1, cfg.get("eval_every", 1))
     return [
         "# Zhao et al.'s loss comparison, reproduced at CPU scale",
         "",
@@ -65,36 +91,46 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         f"- Training images ({len(split.train)}): {', '.join(split.train_names)}. Held-out, "
         f"evaluated on the full images ({len(split.eval)}): {', '.join(split.eval_names)}.",
         f"- Network: 3 convolutions {cfg.get('kernels')} × {cfg.get('features')} features, "
-        f"PReLU, zero 'same' padding, residual={cfg.get('residual')} (see `models.py`).",
+        f"PReLU, zero 'same' padding, residual={cfg.get('residual')} (see `models.py`)"
+        + (
+            "; the skip from input to output is not in the paper's network (it lets a few "
+            "thousand CPU steps converge)."
+            if cfg.get("residual")
+            else "."
+        ),
         f"- Training: {cfg.get('steps')} steps of {cfg.get('batch')} patches of "
         f"{cfg.get('patch')}×{cfg.get('patch')}, Adam, learning rate {cfg.get('lr')} with "
         f"cosine decay to {cfg.get('lr', 0) * cfg.get('final_lr_fraction', 0):g}; the phased "
         f"schedule trains ℓ1 for the first {cfg.get('switch', 0):.0%} of the steps, then Mix "
         "(fresh Adam moments, same learning-rate schedule). Same initial weights, patches, "
-        "noise and held-out noise for every loss of a seed. Until flat: a run whose "
-        "validation PSNR has not flattened (below) is trained again from the same initial "
-        "weights with twice the steps (the same schedule stretched, the same first patches), "
-        f"up to {top} steps; the first budget that flattened is reported, else the last.",
-        "- Losses on each 31×31 patch, as in the released layers (NVlabs/PL4NN): one Gaussian "
-        "window over the whole patch, so one value per patch; SSIM₅ = SSIM with σ = 5; MS-SSIM "
-        "= luminance at σ = 8 × contrast-structure at σ = 0.5, 1, 2, 4, 8 "
-        "(`multi_sigma_ssim(filter_size=31)`); Mix = 0.84 (1 − MS-SSIM) + 0.16 G₈·ℓ1 "
-        "(that MS-SSIM and `mae(mask=G₈)`, the released MSSSIML1 with the paper's α); "
-        "remedies: Mix with MS-SSIM on BT.601 luma and the G₈·ℓ1 term on RGB, and Mix "
-        "with α = 0.5 (a larger ℓ1 weight).",
+        "noise and held-out noise for every loss of a seed.",
+        "- Until converged: every seed of a cell (task, loss) is trained with "
+        f"{cfg.get('steps')} steps, then again from the same initial weights with twice the "
+        "steps (the same schedule stretched, the same first patches), and so on up to "
+        f"{top} steps, until the final validation PSNR (mean over the seeds) changes by less "
+        f"than {report.FLAT_DB} dB from one budget to the next; every seed of the cell is "
+        "reported at that budget, else at the last one (marked * in the tables: not "
+        "converged). So within a cell all seeds share one budget; different losses may have "
+        "different budgets (the `training steps` row)."
+        + (" Quick mode: one budget, not checked." if args.max_doublings == 0 else ""),
+        _loss_line(cfg.get("patch", losses.PATCH)),
         "- Metrics on the full held-out images, outputs clipped to [0, 1]: PSNR, SSIM "
         "(11-tap Gaussian, σ 1.5, valid), MS-SSIM (5-scale pyramid, Wang et al. 2003), "
         "1000 × ℓ1 (as in the paper's tables); colour offset = mean(prediction − target) per "
         "channel in 8-bit levels.",
         "- Intervals: 95%, two-way bootstrap over seeds and images (`stats.py`); "
-        "(k/n) counts the seed × image pairs where the difference is positive.",
-        f"- Convergence: a run has flattened when its validation PSNR (centre crops of the "
-        f"held-out images, logged 20 times a run: every {cfg.get('eval_every')} steps at "
-        f"{cfg.get('steps')} steps) moved by less than {report.FLAT_DB} dB (up or down) over "
-        "the last 20% of its steps. Beside it: the same change once each crop's mean colour "
-        "offset is removed, and the change of the training loss (mean over each logging "
-        "interval). The validation crops are of the held-out images, so the budget is chosen "
-        "on them (not the best checkpoint, only whether to train longer).",
+        "(k/n) counts the seed × image pairs where the difference is positive. With 3 seeds "
+        "the seed factor has only 10 distinct resamples, so the intervals are approximate "
+        "and probably somewhat narrow; read a bound close to 0 as weak evidence.",
+        f"- Validation: centre {cfg.get('val_crop')}×{cfg.get('val_crop')} crops of the "
+        f"held-out images (even offsets for the Bayer mosaic), logged {logged} times a run "
+        f"(every {cfg.get('eval_every')} steps at {cfg.get('steps')} steps). The convergence "
+        "tables also show, within each reported run, the change over its last 20% of steps "
+        "of the validation PSNR, of the same once each crop's mean colour offset is removed, "
+        "and of the training loss (mean over each logging interval); with the cosine decay "
+        "the learning rate is small there, so a flat tail alone does not mean converged. "
+        "The validation crops are of the held-out images, so the budget is chosen on them "
+        "(only how long to train, never a best checkpoint).",
         "",
     ]
 
@@ -165,7 +201,9 @@ def verdict_lines(results, tasks, seeds) -> list[str]:
             p = stats.paired(g(name, "psnr"), g("l1", "psnr"))
             q = stats.paired(g(name, "ssim"), g("l1", "ssim"))
             sig = lambda r: (
-                "no clear difference"
+                "n/a (non-finite)"
+                if not np.isfinite([r["lo"], r["hi"]]).all()
+                else "no clear difference"
                 if r["lo"] <= 0 <= r["hi"]
                 else ("better" if r["lo"] > 0 else "worse")
             )
