@@ -148,6 +148,34 @@ def convergence_table(results, task, losses, seeds) -> list[str]:
     return lines
 
 
+def budget_table(results, task, losses, seeds, ref: str = "l1") -> list[str]:
+    """Held-out PSNR and SSIM (mean over seeds × images) of each loss at every budget its cell
+    trained, and each loss minus `ref` at the budgets both trained (PSNR, 95% interval)."""
+    hist = {
+        n: {b["steps"]: b for b in results[(task, n, seeds[0])].get("budgets", [])} for n in losses
+    }
+    steps = sorted({s for h in hist.values() for s in h})
+    if not steps or not all("heldout" in b for h in hist.values() for b in h.values()):
+        return []
+    lines = ["| loss | " + " | ".join(f"{s} steps" for s in steps) + " |"]
+    lines.append("| --- " * (len(steps) + 1) + "|")
+    for name in losses:
+        cells = []
+        for s in steps:
+            b = hist[name].get(s)
+            if b is None:
+                cells.append("")
+                continue
+            psnr, ssim = (np.mean(b["heldout"][k]) for k in ("psnr", "ssim"))
+            cell = f"{psnr:.2f} dB, {ssim:.4f}"
+            if name != ref and s in hist.get(ref, {}):
+                p = stats.paired(b["heldout"]["psnr"], hist[ref][s]["heldout"]["psnr"])
+                cell += f"; {_sfmt(p['mean'], 2)} [{_sfmt(p['lo'], 2)}, {_sfmt(p['hi'], 2)}]"
+            cells.append(cell)
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def cast_table(results, task, losses, seeds) -> list[str]:
     """Per-channel mean offset (prediction − target, 8-bit levels) on the held-out images."""
     lines = [

@@ -250,6 +250,9 @@ def _one_budget(
     return res
 
 
+HELDOUT = ("psnr", "ssim")  # held-out metrics kept per budget in a cell's history
+
+
 def final_val_psnr(res: dict) -> float:
     """The validation PSNR at the end of a run (centre crops of the held-out images)."""
     return float(res["curve"][-1]["psnr"])
@@ -268,10 +271,10 @@ def run_cell(
     the cell's budget: the first doubling that changed the seeds' mean final validation PSNR
     by less than `stats.FLAT_DB`, else the last budget (see the module docstring).
 
-    Each result gets ``"budgets"``: per budget tried, its steps and the seeds' mean final
-    validation PSNR; ``"converged"``; ``"all_budgets_seconds"``: this seed's time over every
-    budget tried. Without ``train``, only finished budgets are used (None if the first is
-    missing for a seed).
+    Each result gets ``"budgets"``: per budget tried, its steps, the seeds' mean final
+    validation PSNR and the held-out `HELDOUT` metrics per seed and image; ``"converged"``;
+    ``"all_budgets_seconds"``: this seed's time over every budget tried. Without ``train``,
+    only finished budgets are used (an empty dict if the first is missing for a seed).
     """
     ladders = [budgets(c, max_doublings) for c in cfgs]
     history, seconds, chosen, converged = [], [0.0] * len(cfgs), None, False
@@ -282,7 +285,17 @@ def run_cell(
         chosen = res
         seconds = [t + r["total_seconds"] for t, r in zip(seconds, res, strict=True)]
         psnr = float(np.mean([final_val_psnr(r) for r in res]))
-        history.append({"steps": ladders[0][k].steps, "val_psnr": psnr})
+        history.append(
+            {
+                "steps": ladders[0][k].steps,
+                "val_psnr": psnr,
+                # Held-out metrics at this budget, [seeds][images]: how results move with
+                # training length (reported, never used to choose the budget).
+                "heldout": {
+                    key: [[m[key] for m in r["per_image"]] for r in res] for key in HELDOUT
+                },
+            }
+        )
         if not np.isfinite(psnr):
             break  # a diverged run: longer training is no answer
         if k and abs(psnr - history[-2]["val_psnr"]) < stats.FLAT_DB:

@@ -166,6 +166,16 @@ def task_section(args, task, results, *, out_md: str) -> list[str]:
             *report.per_image_table(results, task, names, seeds),
             "",
         ]
+    by_budget = report.budget_table(results, task, names, seeds)
+    if by_budget:
+        lines += [
+            "Held-out PSNR and SSIM at every budget trained (mean over seeds × images; "
+            "after the `;`, the PSNR difference to ℓ1 at the same budget with its 95% "
+            "interval). The tables above report each cell at its chosen budget.",
+            "",
+            *by_budget,
+            "",
+        ]
     lines += [
         f"![validation curves, {task}]({rel})",
         "",
