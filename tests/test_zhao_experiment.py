@@ -254,7 +254,13 @@ def test_quick_study_writes_report_and_reuses_runs(tmp_path, capsys):
     out, log = _run(tmp_path, capsys, "--losses", "l1", "ssim")
     assert log.count("training denoise/") == 2
     text = out.read_text()
-    for needle in ("| PSNR (dB) ↑ |", "Paired differences to ℓ1", "Colour cast", "converged"):
+    for needle in (
+        "| PSNR (dB) ↑ |",
+        "Paired differences to ℓ1",
+        "Colour cast",
+        "converged",
+        "at every budget trained",
+    ):
         assert needle in text
     assert (tmp_path / "figures" / "report_denoise.png").stat().st_size > 1000
     results = report.load_summary(str(tmp_path / "report.json"))
