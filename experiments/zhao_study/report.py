@@ -201,9 +201,19 @@ def cast_table(results, task, losses, seeds) -> list[str]:
     return lines
 
 
+def mean_curves(curves: list[list[dict]]):
+    """(steps, validation PSNR, mean |channel offset|), each the mean over the runs of a cell
+    (its seeds share one budget, so one list of logged steps)."""
+    steps = [c["step"] for c in curves[0]]
+    if any([c["step"] for c in cv] != steps for cv in curves):
+        raise ValueError("curves: the runs of a cell were logged at different steps")
+    psnr = np.mean([[c["psnr"] for c in cv] for cv in curves], axis=0)
+    off = np.mean([[np.mean(np.abs(c["offset"])) for c in cv] for cv in curves], axis=0)
+    return steps, psnr, off
+
+
 def plot_task(results, task, losses, seeds, path: str) -> None:
-    """Validation PSNR and mean |offset| against step, one line per run (seed), one colour per
-    loss."""
+    """Validation PSNR and mean |offset| against step, mean over seeds, one line per loss."""
     # A bare Figure (no pyplot): no backend switch in a notebook that draws inline.
     from matplotlib.figure import Figure
 
@@ -211,14 +221,9 @@ def plot_task(results, task, losses, seeds, path: str) -> None:
     a, b = fig.subplots(1, 2)
     for name in losses:
         color = f"C{list(LABELS).index(name) - 1}"  # the same colour for a loss in every task
-        for k, s in enumerate(seeds):  # one line per seed: seeds may need different budgets
-            curve = results[(task, name, s)]["curve"]
-            steps = [c["step"] for c in curve]
-            off = [np.mean(np.abs(c["offset"])) for c in curve]
-            label = LABELS[name] if k == 0 else None
-            kw = dict(color=color, lw=1, alpha=0.8)
-            a.plot(steps[1:], [c["psnr"] for c in curve[1:]], label=label, **kw)
-            b.plot(steps, off, label=label, **kw)
+        steps, psnr, off = mean_curves([results[(task, name, s)]["curve"] for s in seeds])
+        a.plot(steps[1:], psnr[1:], label=LABELS[name], color=color)
+        b.plot(steps, off, label=LABELS[name], color=color)
     a.set(xlabel="step", ylabel="validation PSNR (dB)", title=TASK_TITLES[task].split(" (")[0])
     b.set(xlabel="step", ylabel="mean |channel offset| (levels)", title="colour cast")
     a.legend(fontsize=7)
