@@ -28,7 +28,6 @@ TASK_TITLES = {
     "jpeg": "JPEG deblocking (Pillow, quality 20)",
     "demosaic": "Joint denoising + demosaicking (RGGB Bayer, σ = 10/255)",
 }
-FLAT_DB = stats.FLAT_DB
 
 
 def grid(results: dict, task: str, loss: str, key: str, seeds) -> np.ndarray:
@@ -118,7 +117,7 @@ def budget_note(run: dict) -> str:
 
 def convergence_table(results, task, losses, seeds) -> list[str]:
     """Per cell: the budgets tried with the seeds' mean final validation PSNR, whether the last
-    doubling changed it by less than FLAT_DB, and, per seed, the change within the reported
+    doubling changed it by less than `stats.FLAT_DB`, and, per seed, the change within the reported
     run over its last 20% of steps (PSNR, offset-free PSNR, training loss)."""
     lines = [
         "| loss | mean final validation PSNR per budget (steps: dB) | converged | "

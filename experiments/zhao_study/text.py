@@ -108,7 +108,7 @@ def header(args, split, results, *, machine: str, wall: float) -> list[str]:
         f"{cfg.get('steps')} steps, then again from the same initial weights with twice the "
         "steps (the same schedule stretched, the same first patches), and so on up to "
         f"{top} steps, until the final validation PSNR (mean over the seeds) changes by less "
-        f"than {report.FLAT_DB} dB from one budget to the next; every seed of the cell is "
+        f"than {stats.FLAT_DB} dB from one budget to the next; every seed of the cell is "
         "reported at that budget, else at the last one (marked * in the tables: not "
         "converged). So within a cell all seeds share one budget; different losses may have "
         "different budgets (the `training steps` row)."
