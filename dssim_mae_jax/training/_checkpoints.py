@@ -29,6 +29,9 @@ def params_finite(state) -> bool:
     return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(state.params))
 
 
+_UNAWAITED_ORBAX_READ = r"coroutine 'Store\._get_array_metadatas' was never awaited"
+
+
 def _drop_closed_event_loop_errors() -> None:
     """Drops, from now on, the "Event loop is closed" errors a failed orbax restore leaves.
 
@@ -40,6 +43,11 @@ def _drop_closed_event_loop_errors() -> None:
     one warning, so the filter stays for the rest of the process; it passes every other error
     on to the hook it replaced. Installed once (unless something replaced it since).
     """
+    # The same early close leaves orbax's un-started metadata reads behind; each is reported,
+    # when collected, as "coroutine ... was never awaited". Only that orbax coroutine is named.
+    warnings.filterwarnings(
+        "ignore", message=_UNAWAITED_ORBAX_READ, category=RuntimeWarning, append=False
+    )
     previous = sys.unraisablehook
     if getattr(previous, "_drops_closed_event_loop", False):
         return
