@@ -15,7 +15,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
 
 import zhao  # noqa: E402  (experiments/zhao.py, the command-line entry)
-from zhao_study import data, losses, report, stats  # noqa: E402
+from zhao_study import data, losses, paper, report, stats  # noqa: E402
 
 C1, C2 = 0.01**2, 0.03**2
 
@@ -229,6 +229,40 @@ def test_compare_reports_the_largest_per_image_difference():
     assert lines[2] == "  sr/mix/0: not in ref.json"
 
 
+@pytest.mark.parametrize("task", list(paper.TABLE_I))
+def test_paper_table_transcription_is_self_consistent(task):
+    """Checks on the numbers typed from Zhao et al. 2017, Table I, that a misread digit would
+    likely break: the mean of per-image PSNR is at least the PSNR of the mean ℓ2 (Jensen), the
+    mean ℓ1 squared is at most the mean ℓ2, and Mix is best in every row (bold there)."""
+    _, table = paper.TABLE_I[task]
+    for loss, row in table.items():
+        v = dict(zip(paper.METRICS, row, strict=True))
+        assert v["psnr"] >= -10 * np.log10(v["l2x1000"] / 1000), (task, loss)
+        assert (v["l1x1000"] / 1000) ** 2 <= v["l2x1000"] / 1000, (task, loss)
+        assert 0 < v["ssim"] < 1 and 0 < v["ms_ssim"] < 1
+    nets = [loss for loss in table if loss != "input"]
+    for metric in paper.METRICS:
+        values = {loss: paper.value(task, loss, metric) for loss in nets}
+        pick = min if metric.startswith(("l1", "l2")) else max
+        assert pick(values, key=values.get) == "mix", (task, metric)
+    assert paper.value("denoise", "l1", "psnr") is None
+    assert paper.value(task, "phased", "psnr") is None
+
+
+def test_paper_tables_set_the_published_differences_beside_ours():
+    im = lambda p, s: {"psnr": p, "ssim": s, "ms_ssim": 0.9, "l1x1000": 10.0}
+    run = lambda p, s: {"per_image": [im(p, s), im(p + 1, s)]}
+    results = {("sr", "l1", k): run(30.0, 0.90) for k in (0, 1)}
+    results |= {("sr", "mix", k): run(29.5, 0.92) for k in (0, 1)}
+    lines = report.paper_tables(results, "sr", ["l1", "mix"], [0, 1])
+    assert "| PSNR (dB) | 27.16 | 30.66 | 31.26 | 30.11 | 31.34 |" in lines
+    # Paper: 31.34 - 31.26 dB and 0.9334 - 0.9322; here every pair differs by -0.5 and +0.02.
+    mix = "| Mix − ℓ1 | +0.08 | -0.50 [-0.50, -0.50] | +0.0012 | +0.0200 [+0.0200, +0.0200] |"
+    assert mix in lines
+    assert "| MS-SSIM − ℓ1 | -1.15 | not run | -0.0032 | not run |" in lines
+    assert report.paper_tables(results, "denoise", ["l1", "mix"], [0, 1]) == []
+
+
 def test_default_runs_dir_is_separate_per_data_folder():
     args = zhao.parse_args(["--data-dir", "/data/kodak/"])
     assert args.data_dir == os.path.abspath("/data/kodak")  # one spelling per folder
@@ -260,6 +294,7 @@ def test_quick_study_writes_report_and_reuses_runs(tmp_path, capsys):
         "Colour cast",
         "converged",
         "at every budget trained",
+        "the paper has no Gaussian-denoising task",
     ):
         assert needle in text
     assert (tmp_path / "figures" / "report_denoise.png").stat().st_size > 1000

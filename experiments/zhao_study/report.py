@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from . import stats
+from . import paper, stats
 
 METRICS = (("psnr", "PSNR (dB) ↑", 2), ("ssim", "SSIM ↑", 4), ("ms_ssim", "MS-SSIM ↑", 4))
 METRICS += (("l1x1000", "1000 × ℓ1 ↓", 2),)
@@ -89,6 +89,39 @@ def paired_table(results, task, losses, seeds, ref: str) -> list[str]:
             )
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return lines
+
+
+PAPER_METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4), ("ms_ssim", "MS-SSIM", 4))
+PAPER_METRICS += (("l1x1000", "1000 × ℓ1", 2),)
+
+
+def paper_tables(results, task, losses, seeds) -> list[str]:
+    """The paper's Table I for `task` (empty if it has none), then each of its losses minus
+    its ℓ1 beside the same difference here (mean [95% interval] over seeds × images)."""
+    if task not in paper.TABLE_I:
+        return []
+    title, table = paper.TABLE_I[task]
+    cols = list(table)
+    out = [f"| metric (paper: {title}) | " + " | ".join(LABELS[c] for c in cols) + " |"]
+    out.append("| --- " * (len(cols) + 1) + "|")
+    for key, label, nd in PAPER_METRICS:
+        vals = [paper.value(task, c, key) for c in cols]
+        out.append(f"| {label} | " + " | ".join(f"{v:.{nd}f}" for v in vals) + " |")
+    out += ["", "| difference | paper, PSNR | here, PSNR | paper, SSIM | here, SSIM |"]
+    out.append("| --- " * 5 + "|")
+    for name in [c for c in cols if c not in ("input", "l1")]:
+        row = [f"{LABELS[name]} − ℓ1"]
+        for key, nd in (("psnr", 2), ("ssim", 4)):
+            row.append(_sfmt(paper.value(task, name, key) - paper.value(task, "l1", key), nd))
+            if name in losses and "l1" in losses:
+                p = stats.paired(
+                    grid(results, task, name, key, seeds), grid(results, task, "l1", key, seeds)
+                )
+                row.append(f"{_sfmt(p['mean'], nd)} [{_sfmt(p['lo'], nd)}, {_sfmt(p['hi'], nd)}]")
+            else:
+                row.append("not run")
+        out.append("| " + " | ".join(row) + " |")
+    return out
 
 
 def per_image_table(results, task, losses, seeds, ref: str = "l1", key: str = "psnr"):
