@@ -33,7 +33,8 @@ _UNAWAITED_ORBAX_READ = r"coroutine 'Store\._get_array_metadatas' was never awai
 
 
 def _drop_closed_event_loop_errors() -> None:
-    """Drops, from now on, the "Event loop is closed" errors a failed orbax restore leaves.
+    """Drops, from now on, the noise a failed orbax restore leaves: "Event loop is closed"
+    errors and "never awaited" warnings of orbax's metadata reads.
 
     When one read of a damaged checkpoint fails, orbax closes its event loop while other
     tensorstore reads are still pending; each of their callbacks later reports
@@ -44,7 +45,8 @@ def _drop_closed_event_loop_errors() -> None:
     on to the hook it replaced. Installed once (unless something replaced it since).
     """
     # The same early close leaves orbax's un-started metadata reads behind; each is reported,
-    # when collected, as "coroutine ... was never awaited". Only that orbax coroutine is named.
+    # when collected, as "coroutine ... was never awaited". Only that orbax coroutine is named
+    # (`filterwarnings` replaces an identical filter, so calling again adds none).
     warnings.filterwarnings(
         "ignore", message=_UNAWAITED_ORBAX_READ, category=RuntimeWarning, append=False
     )

@@ -127,13 +127,6 @@ def paired_rows(sets, task, seeds) -> list[tuple[str, dict]]:
     return rows
 
 
-def _ci(p: dict, nd: int) -> str:
-    """``mean [lo, hi]`` of a `stats.paired` result, signed."""
-    return (
-        f"{report._sfmt(p['mean'], nd)} [{report._sfmt(p['lo'], nd)}, {report._sfmt(p['hi'], nd)}]"
-    )
-
-
 def paired_table(rows) -> list[str]:
     lines = ["| difference | " + " | ".join(f"Δ {m[1]}" for m in report.METRICS) + " |"]
     lines.append("| --- " * (len(report.METRICS) + 1) + "|")
@@ -141,7 +134,7 @@ def paired_table(rows) -> list[str]:
         cells = []
         for key, _, nd in report.METRICS:
             p = by_key[key]
-            cells.append(f"{_ci(p, nd)} ({p['positive']}/{p['n']})")
+            cells.append(f"{report.interval(p, nd)} ({p['positive']}/{p['n']})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -155,8 +148,8 @@ def verdict(rows, crop: int) -> str:
     change = next((v["psnr"] for k, v in by.items() if k.startswith("(Mix − ℓ1")), None)
     if dense is None or change is None:
         return "Incomplete: the l1 and Mix runs of both crops are needed for a verdict."
-    gap = f"Mix − ℓ1 at {crop}×{crop}: {_ci(dense, 2)} dB"
-    shift = f"change of the gap from 31×31: {_ci(change, 2)} dB"
+    gap = f"Mix − ℓ1 at {crop}×{crop}: {report.interval(dense, 2)} dB"
+    shift = f"change of the gap from 31×31: {report.interval(change, 2)} dB"
     if dense["hi"] >= 0:
         answer = "Supported: with dense supervision Mix is no longer worse than ℓ1 in PSNR"
     elif change["lo"] > 0:

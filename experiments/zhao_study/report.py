@@ -50,6 +50,11 @@ def _sfmt(v: float, nd: int) -> str:
     return "—" if not np.isfinite(v) else f"{v:+.{nd}f}"
 
 
+def interval(p: dict, nd: int) -> str:
+    """A `stats.paired` result as ``mean [lo, hi]``, signed, `nd` decimals."""
+    return f"{_sfmt(p['mean'], nd)} [{_sfmt(p['lo'], nd)}, {_sfmt(p['hi'], nd)}]"
+
+
 def complete_losses(results, task, losses, seeds) -> list[str]:
     return [name for name in losses if all((task, name, s) in results for s in seeds)]
 
@@ -83,16 +88,12 @@ def paired_table(results, task, losses, seeds, ref: str) -> list[str]:
                 grid(results, task, name, key, seeds), grid(results, task, ref, key, seeds)
             )
             nd2 = nd if key != "psnr" else 2
-            cells.append(
-                f"{_sfmt(p['mean'], nd2)} [{_sfmt(p['lo'], nd2)}, {_sfmt(p['hi'], nd2)}]"
-                f" ({p['positive']}/{p['n']})"
-            )
+            cells.append(f"{interval(p, nd2)} ({p['positive']}/{p['n']})")
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return lines
 
 
-PAPER_METRICS = (("psnr", "PSNR (dB)", 2), ("ssim", "SSIM", 4), ("ms_ssim", "MS-SSIM", 4))
-PAPER_METRICS += (("l1x1000", "1000 × ℓ1", 2),)
+PAPER_METRICS = tuple((k, label.rstrip(" ↑↓"), nd) for k, label, nd in METRICS)  # no arrows
 
 
 def paper_tables(results, task, losses, seeds) -> list[str]:
@@ -117,7 +118,7 @@ def paper_tables(results, task, losses, seeds) -> list[str]:
                 p = stats.paired(
                     grid(results, task, name, key, seeds), grid(results, task, "l1", key, seeds)
                 )
-                row.append(f"{_sfmt(p['mean'], nd)} [{_sfmt(p['lo'], nd)}, {_sfmt(p['hi'], nd)}]")
+                row.append(interval(p, nd))
             else:
                 row.append("not run")
         out.append("| " + " | ".join(row) + " |")
@@ -202,7 +203,7 @@ def budget_table(results, task, losses, seeds, ref: str = "l1") -> list[str]:
             cell = f"{psnr:.2f} dB, {ssim:.4f}"
             if name != ref and s in hist.get(ref, {}):
                 p = stats.paired(b["heldout"]["psnr"], hist[ref][s]["heldout"]["psnr"])
-                cell += f"; {_sfmt(p['mean'], 2)} [{_sfmt(p['lo'], 2)}, {_sfmt(p['hi'], 2)}]"
+                cell += f"; {interval(p, 2)}"
             cells.append(cell)
         lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
     return lines
