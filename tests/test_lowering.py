@@ -125,3 +125,58 @@ def test_multi_platform_train_step_matches_the_jitted_step():
         got_state.params,
         want_state.params,
     )
+
+
+# ------------------------------------------------------------ the fused Pallas SSIM (Triton)
+# The kernels of dssim_mae_jax/_pallas_kernels.py lower to one Triton custom call per pass
+# (`__gpu$xla.gpu.triton`). jax.export refuses to serialise that target by default (Triton
+# kernels carry no compatibility guarantee across jaxlib versions), so the check is disabled
+# here: these tests show that the kernels lower for CUDA from a CPU-only machine, not that
+# the artifact may be stored.
+
+from dssim_mae_jax import _filters as _pallas_filters  # noqa: E402
+from dssim_mae_jax import _pallas  # noqa: E402
+
+_TRITON = "__gpu$xla.gpu.triton"
+
+
+def _fused(padding, masked):
+    taps = _pallas_filters.window_taps("gaussian", 11, 1.5)
+
+    def fn(p, t, *mask):
+        return _pallas.ssim_map(
+            p, t, mask[0] if masked else None, taps=taps, padding=padding,
+            c1=1e-4, c2=9e-4, interpret=False,
+        )  # fmt: skip
+
+    return fn
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("padding", ["valid", "same", "reflect"])
+def test_pallas_ssim_lowers_for_cuda_with_triton(padding, masked):
+    fn = _fused(padding, masked)
+    shape = (2, 70, 93, 3)  # several tiles, sizes that are not multiples of them
+    specs = [jax.ShapeDtypeStruct(shape, jnp.float32)] * (3 if masked else 2)
+
+    def loss(*args):
+        return jnp.sum(fn(*args)[1])
+
+    checks = [export.DisabledSafetyCheck.custom_call(_TRITON)]
+    forward = export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=checks)(*specs)
+    grads = export.export(
+        jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=["cuda"], disabled_checks=checks
+    )(*specs)
+    out_map, mean = forward.out_avals
+    rows = 60 if padding == "valid" else 70
+    assert out_map.shape == (2, rows, rows + 23, 3) and mean.shape == (2,)
+    assert [a.shape for a in grads.out_avals] == [shape, shape]
+    # One kernel for the forward pass, one more for the backward pass, nothing else.
+    assert [_TRITON in c for c in _custom_calls(forward)] == [True]
+    assert [_TRITON in c for c in _custom_calls(grads)] == [True, True]
+
+
+def test_pallas_ssim_lowering_is_refused_without_the_opt_in():
+    spec = jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32)
+    with pytest.raises(ValueError, match="custom calls whose targets have no compatibility"):
+        export.export(jax.jit(_fused("valid", False)), platforms=["cuda"])(spec, spec)

@@ -1,0 +1,246 @@
+"""The fused Pallas SSIM (dssim_mae_jax/_pallas.py) in Pallas interpret mode on the CPU.
+
+Maps, per-image means and gradients w.r.t. both images are compared with the XLA path (the
+public ``ssim(..., return_map=True)`` and ``jax.grad`` of it) to 1e-6 in float32, on crops of
+scikit-image's photographs and on adversarial inputs, and with the float64 reference of
+tests/reference.py. Small images and small tiles (8 rows x 32 merged columns), so that several
+tiles and their halos are exercised while interpret mode stays quick.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from skimage import data
+
+import dssim_mae_jax as dmj
+from dssim_mae_jax import _filters, _pallas
+
+TOL = 1e-6
+TILES = {"tile_rows": 8, "tile_cols": 32}
+
+
+def _taps(window="gaussian", size=11, sigma=1.5):
+    return _filters.window_taps(window, size, sigma, np.float32)
+
+
+def _pallas_ssim(x, y, mask=None, *, max_val=1.0, window="gaussian", size=11, padding="valid",
+                 k1=0.01, k2=0.03, **tiles):  # fmt: skip
+    """The fused kernels on inputs prepared as the XLA path prepares them."""
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    if mask is not None:
+        mask = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), x.shape)
+        keep = mask > 0
+        x, y = jnp.where(keep, x, 0.0), jnp.where(keep, y, 0.0)
+    inv = 1.0 / max_val
+    return _pallas.ssim_map(
+        x * inv,
+        x * inv - (x - y) * inv,
+        mask,
+        taps=_taps(window, size),
+        padding=padding,
+        c1=k1**2,
+        c2=k2**2,
+        interpret=True,
+        **(tiles or TILES),
+    )
+
+
+def _xla_ssim(x, y, mask=None, *, window="gaussian", size=11, **options):
+    return dmj.ssim(x, y, window=window, filter_size=size, mask=mask, **options)
+
+
+def _assert_close(got, want, want64, scale=1.0):
+    """`got` equals the float32 XLA result `want` to 1e-6 (relative to `scale`), or is no
+    further than it from the float64 XLA result `want64`, plus 1e-6.
+
+    The kernels filter rows before columns, XLA columns before rows, so where SSIM amplifies
+    rounding (low-variance windows) the two float32 results can differ by a few 1e-6 while
+    being equally accurate; this allows exactly that and nothing more.
+    """
+    got, want, want64 = (np.asarray(a, np.float64) for a in (got, want, want64))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = np.isnan(want) | (np.abs(got - want) <= TOL * scale)
+    ok |= np.abs(got - want64) <= np.abs(want - want64) + TOL * scale
+    excess = np.nanmax(np.abs(got - want64) - np.abs(want - want64)) / scale
+    assert ok.all(), (
+        f"{np.sum(~ok)} of {ok.size} differ (excess {excess:.3g} x scale): max |pallas - xla| "
+        f"{np.nanmax(np.abs(got - want))}, max |xla - xla64| {np.nanmax(np.abs(want - want64))}"
+    )
+
+
+def _xla_results(x, y, mask, w, grad, **options):
+    """(map, mean, gradients) of the XLA path: the public ssim and jax.grad of it."""
+
+    def weighted_map(a, b):
+        return jnp.sum(w * _xla_ssim(a, b, mask, return_map=True, max_val=1.0, **options))
+
+    s_map = _xla_ssim(x, y, mask, return_map=True, max_val=1.0, **options)
+    mean = _xla_ssim(x, y, mask, max_val=1.0, **options)
+    grads = jax.grad(weighted_map, argnums=(0, 1))(x, y) if grad else None
+    return s_map, mean, grads
+
+
+def _check_against_xla(x, y, mask=None, seed=0, grad=True, **options):
+    """Map, mean and both gradients of a random weighting of the map, Pallas vs XLA."""
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    got_map, got_mean = jax.jit(lambda a, b: _pallas_ssim(a, b, mask, **options))(x, y)
+    rng = np.random.default_rng(seed)
+    w = rng.random(got_map.shape)
+    want_map, want_mean, want_grads = _xla_results(x, y, mask, jnp.asarray(w, jnp.float32),
+                                                   grad, **options)  # fmt: skip
+    with jax.enable_x64(True):
+        m64 = None if mask is None else np.asarray(mask, np.float64)
+        map64, mean64, grads64 = _xla_results(jnp.asarray(x64), jnp.asarray(y64), m64,
+                                              jnp.asarray(w), grad, **options)  # fmt: skip
+    assert got_map.shape == want_map.shape and got_mean.shape == want_mean.shape
+    _assert_close(got_map, want_map, map64)
+    _assert_close(got_mean, want_mean, mean64)
+    if grad:
+
+        def loss(a, b):
+            return jnp.sum(jnp.asarray(w, jnp.float32) * _pallas_ssim(a, b, mask, **options)[0])
+
+        got = jax.jit(jax.grad(loss, argnums=(0, 1)))(x, y)
+        for g, r, r64 in zip(got, want_grads, grads64, strict=True):
+            _assert_close(g, r, r64, scale=max(1.0, float(jnp.max(jnp.abs(r)))))
+    return got_map
+
+
+def _noisy(image, seed=0, sigma=0.08):
+    rng = np.random.default_rng(seed)
+    return np.clip(image + rng.normal(0.0, sigma, image.shape), 0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return data.astronaut()[120:156, 180:214].astype(np.float64) / 255.0  # 36x34x3
+
+
+@pytest.mark.parametrize("padding", ["valid", "same", "reflect"])
+def test_photograph_matches_xla_every_padding(astronaut, padding):
+    _check_against_xla(_noisy(astronaut), astronaut, padding=padding)
+
+
+def test_grayscale_photograph_batch_with_leading_axes():
+    camera = data.camera()[200:230, 210:243].astype(np.float64)[:, :, None] / 255.0
+    x = np.stack([np.stack([_noisy(camera, s), 0.5 * camera + 0.25]) for s in (1, 2)])
+    y = np.broadcast_to(camera, x.shape)
+    got = _check_against_xla(x, y, padding="same")
+    assert got.shape == (2, 2, 30, 33, 1)
+
+
+def test_default_tiles_and_float64_reference(astronaut):
+    x = _noisy(astronaut, 3)
+    got_map, got_mean = _pallas_ssim(x, astronaut, tile_rows=32, tile_cols=128)
+    want_map, _, _ = reference.ssim_maps(x, astronaut)
+    np.testing.assert_allclose(got_map, want_map, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(got_mean, reference.ssim(x, astronaut), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "window,size,padding",
+    [("uniform", 3, "reflect"), ((1.0, 2.0, 4.0, 1.0), 4, "valid"), ("gaussian", 7, "same")],
+)
+def test_other_windows(astronaut, window, size, padding):
+    # A 3x3 box with reflect padding is monodepth2's; the asymmetric taps check that the
+    # backward pass uses the reversed window.
+    _check_against_xla(_noisy(astronaut, 4), astronaut, window=window, size=size, padding=padding)
+
+
+def test_identical_images_give_exactly_one_and_zero_gradient(astronaut):
+    x = jnp.asarray(astronaut, jnp.float32)
+    for padding in ("valid", "same"):
+        s_map, mean = _pallas_ssim(x, x, padding=padding)
+        assert np.all(np.asarray(s_map) == 1.0) and float(mean) == 1.0
+        gx, gy = jax.grad(lambda a, b, p=padding: _pallas_ssim(a, b, padding=p)[1], (0, 1))(x, x)
+        assert np.all(np.asarray(gx) == 0.0) and np.all(np.asarray(gy) == 0.0)
+
+
+def test_flat_images_match_the_closed_form():
+    # Constant a vs b: variances vanish, SSIM = (2ab + C1) / (a^2 + b^2 + C1) (Wang et al. 2004).
+    for a, b, want in ((1.0, 0.0, 9.999000099990e-05), (0.25, 0.75, 0.6000639897616381)):
+        x, y = np.full((1, 20, 21, 2), a), np.full((1, 20, 21, 2), b)
+        got = _check_against_xla(x, y, padding="valid")
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_zero_images_and_zero_against_photo(astronaut):
+    zeros = np.zeros_like(astronaut)
+    got = _check_against_xla(zeros, zeros, padding="same")
+    assert np.all(np.asarray(got) == 1.0)
+    _check_against_xla(zeros, astronaut, padding="same")
+
+
+def test_anticorrelated_ramp_gives_about_minus_one():
+    ramp = np.linspace(0.0, 1.0, 24 * 26).reshape(1, 24, 26, 1)
+    got = _check_against_xla(ramp, -ramp, k1=1e-5, k2=1e-5)
+    assert np.all(np.asarray(got) < -0.99)
+    _check_against_xla(ramp, 1.0 - ramp, padding="reflect")
+
+
+def test_nan_stays_nan_where_the_xla_path_has_it(astronaut):
+    x = np.array(astronaut)
+    x[10, 12, 1] = np.nan
+    s_map, _ = _pallas_ssim(x, astronaut)
+    want = _xla_ssim(x, astronaut, return_map=True, max_val=1.0)
+    np.testing.assert_array_equal(np.isnan(s_map), np.isnan(want))
+    assert np.all(np.isnan(s_map))  # the centring constant is NaN: the whole image
+
+
+@pytest.mark.parametrize("padding", ["valid", "same", "reflect"])
+def test_random_mask_every_padding(astronaut, padding):
+    mask = (np.random.default_rng(5).random((*astronaut.shape[:-1], 1)) > 0.3).astype(np.float32)
+    x = _noisy(astronaut, 6)
+    x[mask[..., 0] == 0] = np.nan  # masked-out pixels reach neither value nor gradient
+    _check_against_xla(x, astronaut, mask=mask, padding=padding)
+
+
+def test_empty_and_full_masks(astronaut):
+    x = _noisy(astronaut, 7)
+    empty = np.zeros((*astronaut.shape[:-1], 1), np.float32)
+    _, mean = _pallas_ssim(x, astronaut, empty, padding="valid")
+    assert float(mean) == 1.0  # nothing observed: SSIM 1, as the XLA path gives
+    _check_against_xla(x, astronaut, mask=empty, grad=False)
+    full = np.ones_like(empty)
+    with_full, _ = _pallas_ssim(x, astronaut, full, padding="same")
+    without, _ = _pallas_ssim(x, astronaut, padding="same")
+    np.testing.assert_allclose(with_full, without, rtol=0, atol=TOL)
+
+
+def test_per_channel_mask(astronaut):
+    mask = np.ones(astronaut.shape, np.float32)
+    mask[:, :, 1] = 0.0
+    mask[5:15, 3:9, 2] = 0.0
+    _check_against_xla(_noisy(astronaut, 8), astronaut, mask=mask, padding="reflect")
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"spatial_dims": 3}, ValueError, "spatial_dims=2"),
+        ({"padding": "circular"}, ValueError, "`padding`"),
+        ({"tile_cols": 48}, ValueError, "`tile_cols` must be a power of two"),
+    ],
+)
+def test_bad_options_raise(kwargs, error, match):
+    x = jnp.zeros((16, 16, 1))
+    options = {"taps": _taps(), "padding": "valid", "c1": 1e-4, "c2": 9e-4, "interpret": True}
+    with pytest.raises(error, match=match):
+        _pallas.ssim_map(x, x, None, **{**options, **kwargs})
+
+
+def test_bad_inputs_raise():
+    options = {"taps": _taps(), "padding": "valid", "c1": 1e-4, "c2": 9e-4, "interpret": True}
+    with pytest.raises(TypeError, match="float32"):
+        _pallas.ssim_map(jnp.zeros((16, 16, 1), jnp.int32), jnp.zeros((16, 16, 1)), None, **options)
+    with pytest.raises(ValueError, match="at least the window"):
+        _pallas.ssim_map(jnp.zeros((8, 16, 1)), jnp.zeros((8, 16, 1)), None, **options)
+    with pytest.raises(ValueError, match="shape"):
+        _pallas.ssim_map(jnp.zeros((16, 16, 1)), jnp.zeros((16, 16, 2)), None, **options)
+    with pytest.raises(TypeError, match="concrete"):
+        jax.jit(lambda c: _pallas.ssim_map(
+            jnp.zeros((16, 16, 1)), jnp.zeros((16, 16, 1)), None, **{**options, "c1": c}
+        ))(1e-4)  # fmt: skip
