@@ -301,7 +301,7 @@ def checks(smoke: bool) -> dict:
             def xla(a, b, padding=padding):
                 return dmj.ssim(a, b, max_val=1.0, padding=padding, return_map=True)
 
-            p_map, p_mean = jax.jit(fused)(x, y)
+            p_map, p_mean, _ = jax.jit(fused)(x, y)
             x_map = jax.jit(xla)(x, y)
             w = jax.random.uniform(jax.random.PRNGKey(2), x_map.shape)
             gp = jax.jit(jax.grad(lambda a, b, w=w: jnp.sum(w * fused(a, b)[0]), (0, 1)))(x, y)
@@ -450,13 +450,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, short stages")
     parser.add_argument("--wheels", default=str(ROOT / ".whl" / "device"))
+    parser.add_argument(
+        "--install",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="install missing packages from --wheels (default: yes, except with --smoke)",
+    )
     parser.add_argument("--output", default=None, help="results file (.json)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="total wall-clock budget")
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
     budget = Budget(args.budget_s)
     results: dict = {"smoke": args.smoke}
-    stage(results, "install", budget, 0, lambda: install(pathlib.Path(args.wheels)))
+    if args.install if args.install is not None else not args.smoke:
+        stage(results, "install", budget, 0, lambda: install(pathlib.Path(args.wheels)))
     stage(results, "environment", budget, 0, environment)
     sizes = SMOKE_SIZES if args.smoke else SIZES
     repeats = args.repeats or (3 if args.smoke else 20)

@@ -47,6 +47,14 @@ class Spec(NamedTuple):
     interpret: bool
 
 
+class FusedSSIM(NamedTuple):
+    """What :func:`ssim_map` returns."""
+
+    map: jax.Array  # [..., Ho, Wo, C]
+    mean: jax.Array  # [...]: per image, over positions then channels
+    deficit: jax.Array  # [...]: 1 - mean, accurate near 1 (for DSSIM)
+
+
 class _Geometry(NamedTuple):
     """Sizes of one evaluation, in the merged layout (static)."""
 
@@ -257,7 +265,7 @@ def ssim_map(
     tile_rows: int = TILE_ROWS,
     tile_cols: int = TILE_COLS,
     num_warps: int = NUM_WARPS,
-) -> tuple[jax.Array, jax.Array]:
+) -> FusedSSIM:
     """The SSIM map and its per-image mean, by the fused Pallas kernels.
 
     The inputs are prepared as for the XLA path: float32 images divided by
@@ -285,10 +293,11 @@ def ssim_map(
       num_warps: Triton warps per program.
 
     Returns:
-      ``(map, mean)``: the map ``[..., Ho, Wo, C]`` (``Ho = H - K + 1`` for
-      ``"valid"``, ``H`` otherwise) and the per-image mean over positions
-      (weighted by the mask at each window centre) and then channels,
-      ``[...]``.
+      ``FusedSSIM(map, mean, deficit)``: the map ``[..., Ho, Wo, C]``
+      (``Ho = H - K + 1`` for ``"valid"``, ``H`` otherwise), the per-image
+      mean over positions (weighted by the mask at each window centre) and
+      then channels, ``[...]``, and ``1 - mean`` computed from the deficits
+      (accurate near 1, for DSSIM), by the XLA path's rule.
 
     Raises:
       ValueError: ``spatial_dims != 2``, an unknown padding, mismatched
@@ -320,5 +329,5 @@ def ssim_map(
     if weights is not None and padding == "valid":
         weights = _filters.crop_to_centers(weights, (-3, -2), len(taps))
     per_channel, per_channel_deficit = _unit_mean(s, weights, (1, 2))
-    mean, _ = _unit_mean(per_channel, None, -1, per_channel_deficit)
-    return s.reshape(*lead, *s.shape[1:]), mean.reshape(lead)
+    mean, deficit = _unit_mean(per_channel, None, -1, per_channel_deficit)
+    return FusedSSIM(s.reshape(*lead, *s.shape[1:]), mean.reshape(lead), deficit.reshape(lead))
