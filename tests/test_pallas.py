@@ -193,10 +193,14 @@ def test_zero_images_and_zero_against_photo(astronaut):
     _check_against_xla(zeros, astronaut, padding="same")
 
 
-def test_anticorrelated_ramp_gives_about_minus_one():
-    ramp = np.linspace(0.0, 1.0, 24 * 26).reshape(1, 24, 26, 1)
-    got = _check_against_xla(ramp, -ramp, k1=1e-5, k2=1e-5)
+def test_anticorrelated_images_give_about_minus_one():
+    # A checkerboard against its complement: equal local means, covariance -variance, so with
+    # tiny C1, C2 SSIM is about -1 (Wang et al. 2004's formula).
+    rows, cols = np.indices((24, 26))
+    board = (0.25 + 0.5 * ((rows + cols) % 2)).reshape(1, 24, 26, 1)
+    got = _check_against_xla(board, 1.0 - board, k1=1e-5, k2=1e-5)
     assert np.all(np.asarray(got) < -0.99)
+    ramp = np.linspace(0.0, 1.0, 24 * 26).reshape(1, 24, 26, 1)
     _check_against_xla(ramp, 1.0 - ramp, padding="reflect")
 
 
