@@ -169,8 +169,9 @@ def jax_cases(with_peers: bool = True) -> dict[str, Callable]:
     cases = {
         "xla.ssim": lambda x, y: jnp.mean(dmj.ssim(x, y, max_val=1.0)),
         "pallas.ssim": lambda x, y: jnp.mean(pallas_ssim(x, y)[1]),
-        # The DSSIM+MAE loss with its default weights: the library's, and the same terms
-        # with the Pallas SSIM (until the losses take implementation="pallas").
+        # The library's DSSIM+MAE loss (its defaults), and a DSSIM+MAE loss of the same cost
+        # (0.84 DSSIM + 0.16 MAE) on the Pallas SSIM, until the losses take
+        # implementation="pallas"; the two may weight the terms differently.
         "xla.dssim_mae_loss": lambda x, y: jnp.mean(dmj.dssim_mae_loss(x, y, max_val=1.0)),
         "pallas.dssim_mae_loss": lambda x, y: jnp.mean(
             0.84 * (1.0 - pallas_ssim(x, y)[1]) / 2.0 + 0.16 * dmj.mae(x, y, max_val=1.0)
