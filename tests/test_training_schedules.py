@@ -202,7 +202,8 @@ def _two_phases():
 def _moved(before, after):
     """Group (the first key of a parameter's path) -> whether any of its parameters changed."""
     out = {}
-    pairs = zip(jax.tree_util.tree_flatten_with_path(before)[0], jax.tree.leaves(after))
+    flat = jax.tree_util.tree_flatten_with_path(before)[0]
+    pairs = zip(flat, jax.tree.leaves(after), strict=True)
     for (path, a), b in pairs:
         group = training.param_path(path).split("/")[0]
         out[group] = out.get(group, False) or not np.array_equal(np.asarray(a), np.asarray(b))
