@@ -48,9 +48,7 @@ RENAMED_PHASE_FIELDS = {"ssim_weight": "structural_weight"}
 
 
 def _warn_renamed(old: str, new: str, where: str) -> None:
-    warnings.warn(
-        f"{where}: {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=4
-    )
+    warnings.warn(f"{where}: {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=4)
 
 
 @dataclasses.dataclass(frozen=True)

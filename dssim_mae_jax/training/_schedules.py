@@ -352,9 +352,7 @@ def phased_optimizer(
         raise ValueError(f"grad_clip_norm: got {grad_clip_norm!r}, expected a finite number")
     groups = tuple(schedules)
     transforms = {
-        g: optax.set_to_zero()
-        if all(g in p.frozen for p in phases)
-        else optimizer(schedules[g])
+        g: optax.set_to_zero() if all(g in p.frozen for p in phases) else optimizer(schedules[g])
         for g in groups
     }
     tx = optax.partition(transforms, _checked_labels(param_labels, groups))
