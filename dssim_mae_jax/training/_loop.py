@@ -310,6 +310,11 @@ def _check_resumable(config: Config, workdir: str) -> tuple[bool, Config, dict |
             "rule": EXTENSION_RULE,
         }
     saved, new = saved_config.to_dict(), config.to_dict()
+    # What the trajectory depends on is the schedule's length, however it was written.
+    saved["schedule_steps"], new["schedule_steps"] = (
+        saved_config.schedule_total,
+        config.schedule_total,
+    )
     ignored = _BOOKKEEPING | ({"steps"} if extension is not None else set())
     diff = sorted(k for k in new if k not in ignored and new[k] != saved.get(k))
     if diff:
