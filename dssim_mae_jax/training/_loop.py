@@ -165,6 +165,7 @@ def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
     resuming, config, extension = _check_resumable(config, workdir)
     fingerprint = _check_data(config, workdir, resuming=resuming)
     dataset = open_data(config)
+    _check_patch_fits(config, dataset)
     check_same_data(dataset.index)
     check_eval_crop(config, dataset.eval, dataset.eval_names)
     if chief:
@@ -324,6 +325,18 @@ def _check_resumable(config: Config, workdir: str) -> tuple[bool, Config, dict |
             "use another --workdir, or delete this one to start over"
         )
     return True, config, extension
+
+
+def _check_patch_fits(config: Config, dataset: StreamingData) -> None:
+    """Every training image holds a `patch_size` crop (a user folder's smaller images were
+    skipped already; the bundled photographs are checked here)."""
+    small = [e for e in dataset.index.train if min(e.height, e.width) < config.patch_size]
+    if small:
+        shown = ", ".join(f"{e.name!r} ({e.width}x{e.height})" for e in small[:3])
+        raise ConfigError(
+            f"config.patch_size: got {config.patch_size}, larger than training image(s) "
+            f"{shown}{' ...' if len(small) > 3 else ''}; use a smaller --patch-size"
+        )
 
 
 def _check_data(config: Config, workdir: str, *, resuming: bool) -> dict | None:
