@@ -494,5 +494,5 @@ def test_stop_at_step_at_or_below_the_start_trains_nothing(tmp_path):
     )
     with pytest.raises(ValueError, match="stop_at_step: got -1"):
         training.train_and_evaluate(tiny(), str(tmp_path / "w"), stop_at_step=-1)
-    with pytest.raises(TypeError, match="stop_at_step: got 2.0"):
+    with pytest.raises(TypeError, match=r"stop_at_step: got 2\.0"):
         training.train_and_evaluate(tiny(), str(tmp_path / "w"), stop_at_step=2.0)
