@@ -67,6 +67,11 @@ class NonFiniteLossError(RuntimeError):
 def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates.
 
+    A `config.steps` larger than that of the run in `workdir` trains it longer: the run keeps
+    its schedule (`config.schedule_steps` is set to its length, recorded in ``config.json`` and
+    as an ``"extended"`` event line of ``metrics.jsonl``) and the steps past it continue the
+    last phase at its final learning rates.
+
     Args:
       config: the run's configuration (validated here before any work starts).
       workdir: output folder: ``config.json``, ``data.json`` (with a data folder),
