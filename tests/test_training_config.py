@@ -208,3 +208,17 @@ def test_phase_without_learning_rates_uses_the_explicit_config_field():
     _, rates = training.optimizer_from_config(c)
     assert [float(rates[g](5)) for g in ("body", "head")] == pytest.approx([3e-3, 3e-3])
     assert "learning_rate" in {f.name for f in dataclasses.fields(training.Config)}
+
+
+@pytest.mark.parametrize(
+    ("phase", "field"),
+    [
+        ({"fraction": "1"}, r"phases\['a'\]\.fraction: got '1', expected a number"),
+        ({"mae_weight": "x"}, r"phases\['a'\]\.mae_weight: got 'x'"),
+        ({"learning_rates": 0.1}, r"learning_rates must map group -> rate, got 0\.1"),
+        ({"learning_rates": {"body": "1", "head": 1.0}}, r"learning_rates\['body'\]: got '1'"),
+    ],
+)
+def test_phase_values_of_the_wrong_type_are_type_errors(phase, field):
+    with pytest.raises(TypeError, match=field):
+        training.Config(phases=[{"name": "a", "fraction": 1.0, **phase}]).validate()

@@ -124,14 +124,16 @@ class Phase:
             raise ConfigError(f"phases: each phase needs 'name' and 'fraction', got {dict(d)!r}")
         if kw.get("learning_rates") is not None:
             if not isinstance(kw["learning_rates"], Mapping):
-                raise ConfigError(
+                raise ConfigTypeError(
                     f"phases: learning_rates must map group -> rate, got {kw['learning_rates']!r}"
                 )
             kw["learning_rates"] = dict(kw["learning_rates"])
         if "frozen" in kw:
             frozen = kw["frozen"]
             if isinstance(frozen, str) or not isinstance(frozen, Sequence):
-                raise ConfigError(f"phases: frozen must be a list of group names, got {frozen!r}")
+                raise ConfigTypeError(
+                    f"phases: frozen must be a list of group names, got {frozen!r}"
+                )
             kw["frozen"] = tuple(frozen)
         return cls(**kw)
 
@@ -439,31 +441,41 @@ def _validate_loss_overrides(overrides: Any) -> None:
             )
 
 
+def _require_number(v: Any, field: str, expected: str, *, ok: bool, none: bool = False) -> None:
+    """A `TypeError` for a value that is not a real number (or None where `none`), else a
+    `ValueError` unless `ok` (the range check)."""
+    if not (none and v is None):
+        _require(_is_real(v), field, v, "a number", error=ConfigTypeError)
+    _require(ok, field, v, expected)
+
+
 def _validate_phases(c: Config) -> None:
     phases = c.phases
     _require(len(phases) >= 1, "phases", [], "at least one phase")
     names = [p.name for p in phases]
     for i, name in enumerate(names):
-        _require(isinstance(name, str) and name, f"phases[{i}].name", name, "a non-empty string")
+        _require(
+            isinstance(name, str), f"phases[{i}].name", name, "a string", error=ConfigTypeError
+        )
+        _require(bool(name), f"phases[{i}].name", name, "a non-empty string")
     _require(len(set(names)) == len(names), "phases", names, "distinct phase names")
     total = 0.0
     for p in phases:
         where = f"phases[{p.name!r}]"
-        _require(
-            _is_number(p.fraction) and 0 < p.fraction <= 1,
-            f"{where}.fraction",
-            p.fraction,
-            "in (0, 1]",
-        )
+        f = p.fraction
+        _require_number(f, f"{where}.fraction", "in (0, 1]", ok=_is_number(f) and 0 < f <= 1)
         total += p.fraction
         for key in ("structural_weight", "mae_weight"):
             w = getattr(p, key)
-            _require(
-                w is None or (_is_number(w) and w >= 0),
-                f"{where}.{key}",
-                w,
-                "null or a finite number >= 0",
-            )
+            ok = w is None or (_is_number(w) and w >= 0)
+            _require_number(w, f"{where}.{key}", "null or a finite number >= 0", ok=ok, none=True)
+        _require(
+            p.learning_rates is None or isinstance(p.learning_rates, Mapping),
+            f"{where}.learning_rates",
+            p.learning_rates,
+            "null or a mapping group -> rate",
+            error=ConfigTypeError,
+        )
         rates = {} if p.learning_rates is None else p.learning_rates
         _require(
             p.learning_rates is None or set(rates) == set(GROUPS),
@@ -472,12 +484,8 @@ def _validate_phases(c: Config) -> None:
             f"null (config.learning_rate for every group) or one rate for each group {GROUPS}",
         )
         for g, lr in rates.items():
-            _require(
-                _is_number(lr) and lr >= 0,
-                f"{where}.learning_rates[{g!r}]",
-                lr,
-                "a finite number >= 0",
-            )
+            ok = _is_number(lr) and lr >= 0
+            _require_number(lr, f"{where}.learning_rates[{g!r}]", "a finite number >= 0", ok=ok)
         _require(
             all(isinstance(g, str) for g in p.frozen) and set(p.frozen) <= set(GROUPS),
             f"{where}.frozen",
