@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from dssim_mae_jax import training
@@ -137,3 +139,86 @@ def test_loss_override_error_from_the_command_line(tmp_path):
     assert bad.returncode == 2
     assert "config.loss_overrides.reduction" in bad.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.float32(25), np.float64(25), np.int64(25), np.asarray(25.0), jnp.asarray(25.0), 25],
+    ids=["np.float32", "np.float64", "np.int64", "np 0-d", "jax 0-d", "int"],
+)
+def test_concrete_scalars_of_any_type_are_checked_alike(value):
+    c = training.Config(noise_sigma=value).validate()
+    assert c.noise_sigma == 25.0 and type(c.noise_sigma) in (float, int)
+    assert json.loads(c.to_json())["noise_sigma"] == 25
+    bad = -value
+    with pytest.raises(
+        training.ConfigError, match=r"config\.noise_sigma: got -25(\.0)?, expected >= 0"
+    ):
+        training.Config(noise_sigma=bad).validate()
+    steps = training.Config(steps=np.int32(7), phases=[{"name": "a", "fraction": np.float32(1)}])
+    assert steps.validate().steps == 7 and steps.phases[0].fraction == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"steps": 2.5}, "steps"),
+        ({"steps": np.float64(3.0)}, "steps"),
+        ({"noise_sigma": "25"}, "noise_sigma"),
+        ({"noise_sigma": True}, "noise_sigma"),
+        ({"noise_sigma": np.asarray([25.0])}, "noise_sigma"),
+        ({"task": 1}, "task"),
+    ],
+)
+def test_wrong_types_are_type_errors_naming_the_field(changes, field):
+    with pytest.raises(TypeError, match=rf"config\.{field}: got"):
+        training.Config(**changes).validate()
+    with pytest.raises(training.ConfigError):  # still one except clause for every bad value
+        training.Config(**changes).validate()
+
+
+def test_values_beyond_float32_are_refused():
+    with pytest.raises(training.ConfigError, match=r"config\.noise_sigma: got 1e\+39.*float32"):
+        training.Config(noise_sigma=1e39).validate()
+
+
+def test_old_phase_spelling_warns_and_keeps_working():
+    with pytest.warns(
+        DeprecationWarning, match="'ssim_weight' is deprecated; use 'structural_weight'"
+    ):
+        p = training.Phase("a", 1.0, ssim_weight=0.5)
+    assert p.structural_weight == 0.5
+    with pytest.warns(DeprecationWarning, match="use 'structural_weight'"):
+        assert p.ssim_weight == 0.5
+    with pytest.warns(DeprecationWarning, match="use 'structural_weight'"):
+        c = training.Config(phases=[{"name": "a", "fraction": 1.0, "ssim_weight": 0.25}])
+    assert c.phases[0].structural_weight == 0.25
+    assert "ssim_weight" not in c.to_json() and '"structural_weight": 0.25' in c.to_json()
+    with pytest.warns(DeprecationWarning), pytest.raises(training.ConfigError, match="only"):
+        training.Phase.from_dict(
+            {"name": "a", "fraction": 1.0, "ssim_weight": 0.2, "structural_weight": 0.2}
+        )
+
+
+def test_phase_without_learning_rates_uses_the_explicit_config_field():
+    c = training.Config(
+        steps=10, learning_rate=3e-3, final_lr_fraction=1.0, warmup_fraction=0.0,
+        phases=[{"name": "a", "fraction": 1.0}],
+    ).validate()  # fmt: skip
+    _, rates = training.optimizer_from_config(c)
+    assert [float(rates[g](5)) for g in ("body", "head")] == pytest.approx([3e-3, 3e-3])
+    assert "learning_rate" in {f.name for f in dataclasses.fields(training.Config)}
+
+
+@pytest.mark.parametrize(
+    ("phase", "field"),
+    [
+        ({"fraction": "1"}, r"phases\['a'\]\.fraction: got '1', expected a number"),
+        ({"mae_weight": "x"}, r"phases\['a'\]\.mae_weight: got 'x'"),
+        ({"learning_rates": 0.1}, r"learning_rates must map group -> rate, got 0\.1"),
+        ({"learning_rates": {"body": "1", "head": 1.0}}, r"learning_rates\['body'\]: got '1'"),
+    ],
+)
+def test_phase_values_of_the_wrong_type_are_type_errors(phase, field):
+    with pytest.raises(TypeError, match=field):
+        training.Config(phases=[{"name": "a", "fraction": 1.0, **phase}]).validate()

@@ -4,6 +4,7 @@ seconds."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,7 +62,7 @@ def _params(state):
 
 
 def _fresh_state(config):
-    return training.create_train_state(config, training.make_optimizer(config)[0])
+    return training.create_train_state(config, training.optimizer_from_config(config)[0])
 
 
 # ----------------------------------------------------------------------- divergence
@@ -70,8 +71,8 @@ def test_step_whose_update_makes_parameters_nonfinite_is_skipped():
     # Finite loss and gradients, but an update that makes every parameter infinite.
     state = training.create_train_state(config, optax.scale(float("inf")))
     loss_fn, weights = training.build_loss(config)
-    _, rates = training.make_optimizer(config)
-    schedule = training.make_schedule(config, rates, weights)
+    _, rates = training.optimizer_from_config(config)
+    schedule = training.schedule_from_config(config, rates, weights)
     clean = jnp.asarray(np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32))
     new, metrics = jax.jit(
         lambda s, b: training.train_step(s, b, config=config, loss_fn=loss_fn, schedule=schedule)
@@ -415,6 +416,13 @@ def test_held_out_image_too_small_for_the_ssim_window_is_refused_before_training
         (["--patch-size", "12", "--eval-crop", "6"], "config.eval_crop"),
         (["--task", "sr", "--scale", "4", "--eval-crop", "12"], "config.eval_crop"),
         (["--phases", '[{"name": 1, "fraction": 1}]'], "phases[0].name"),
+        (["--phases", '"abc"'], "--phases: got 'abc', expected a JSON list"),
+        (["--loss-overrides", "[1]"], "--loss-overrides: got [1], expected a JSON object"),
+        (["--loss-overrides", '{"filter_sigma": 1e200}'], "config.loss_overrides: the loss"),
+        (["--loss-overrides", '{"k1": 1e30}'], "config.loss_overrides"),
+        (["--noise-sigma", "1e39"], "config.noise_sigma: got 1e+39"),
+        (["--lr-schedule", "cosine"], "config.lr_schedule: got 'cosine'"),
+        (["--schedule-steps", "11"], "config.schedule_steps: got 11"),
     ],
 )
 def test_user_errors_are_one_line_on_stderr_with_exit_2(tmp_path, capsys, argv, message):
@@ -424,7 +432,7 @@ def test_user_errors_are_one_line_on_stderr_with_exit_2(tmp_path, capsys, argv, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert err.count("\n") == 1, err
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         main([*base, "--debug", *argv])  # --debug: the exception and its traceback
     assert not (tmp_path / "w").exists()
 
@@ -435,3 +443,56 @@ def test_malformed_flag_is_one_line_on_stderr_with_exit_2(capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2 and "argument --steps: invalid int value: 'abc'" in err
     assert err.count("\n") == 1, err
+
+
+def test_patch_larger_than_every_photo_is_refused_before_any_file_but_the_lock(tmp_path, capsys):
+    main = _train_main()
+    argv = ["--workdir", str(tmp_path / "w"), *_flags(patch_size=5000, eval_crop=5000)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "config.patch_size: got 5000, larger than training image(s) 'astronaut'" in err
+    assert err.count("\n") == 1, err
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["train.lock"]
+
+
+@pytest.mark.parametrize("name", ["config.json", "data.json"])
+def test_corrupt_run_record_is_an_error_naming_the_file(tmp_path, capsys, name):
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for n in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"{n}.png")
+    config = tiny(data_dir=str(data), num_eval_images=1, steps=4)
+    w = tmp_path / "w"
+    training.train_and_evaluate(config, str(w), stop_at_step=2)
+    (w / name).write_text('{"steps": 4,')  # cut short
+    with pytest.raises(ValueError, match=re.escape(str(w / name))):
+        training.train_and_evaluate(config, str(w))
+    flags = _flags(data_dir=str(data), num_eval_images=1, steps=4)
+    assert _train_main()(["--workdir", str(w), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {w / name}: " in err and err.count("\n") == 1, err
+
+
+def test_checkpoint_step_replaced_by_a_file_is_set_aside_with_a_warning(tmp_path):
+    w = tmp_path / "w"
+    training.train_and_evaluate(tiny(steps=8), str(w), stop_at_step=6)  # checkpoints 4, 6
+    shutil.rmtree(w / "checkpoints" / "6")
+    (w / "checkpoints" / "6").write_text("not a checkpoint")
+    with pytest.warns(RuntimeWarning, match=r"checkpoint step 6 does not restore \(not a folder"):
+        result = training.train_and_evaluate(tiny(steps=8), str(w))
+    assert result["start_step"] == 4 and result["step"] == 8
+    assert (w / "checkpoints-damaged" / "6").read_text() == "not a checkpoint"
+    assert (w / "checkpoints" / "8").is_dir()
+
+
+def test_stop_at_step_at_or_below_the_start_trains_nothing(tmp_path):
+    result = training.train_and_evaluate(tiny(), str(tmp_path / "w"), stop_at_step=0)
+    assert (result["step"], result["steps_run"], result["interrupted"]) == (0, 0, "stop_at_step")
+    assert not (tmp_path / "w" / "checkpoints").exists() or not any(
+        (tmp_path / "w" / "checkpoints").iterdir()
+    )
+    with pytest.raises(ValueError, match="stop_at_step: got -1"):
+        training.train_and_evaluate(tiny(), str(tmp_path / "w"), stop_at_step=-1)
+    with pytest.raises(TypeError, match=r"stop_at_step: got 2\.0"):
+        training.train_and_evaluate(tiny(), str(tmp_path / "w"), stop_at_step=2.0)

@@ -74,7 +74,18 @@ class Checkpointer:
     def __init__(self, directory: str, *, keep: int):
         self.directory = os.path.abspath(directory)
         self._keep = keep
+        self._set_aside_non_directories()
         self._manager = self._open()
+
+    def _set_aside_non_directories(self) -> None:
+        """A step entry that is not a folder (a regular file, a link, ...) is not a checkpoint:
+        moved aside like a damaged one, so a later save does not silently replace it."""
+        if not os.path.isdir(self.directory):
+            return
+        for name in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, name)
+            if name.isdigit() and (os.path.islink(path) or not os.path.isdir(path)):
+                self._move_aside(name, "not a folder", reopen=False)
 
     def _open(self) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
@@ -132,17 +143,20 @@ class Checkpointer:
 
     def _set_aside(self, step: int, error: Exception) -> None:
         lines = str(error).strip().splitlines() or [""]
-        reason = f"{type(error).__name__}: {lines[0][:300]}"
+        self._move_aside(str(step), f"{type(error).__name__}: {lines[0][:300]}", reopen=True)
+
+    def _move_aside(self, step: str, reason: str, *, reopen: bool) -> None:
         parent = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
         os.makedirs(parent, exist_ok=True)
-        dest = os.path.join(parent, str(step))
+        dest = os.path.join(parent, step)
         n = 1
-        while os.path.exists(dest):
+        while os.path.lexists(dest):
             dest, n = os.path.join(parent, f"{step}.{n}"), n + 1
-        shutil.move(os.path.join(self.directory, str(step)), dest)
-        # A failed restore can leave the manager's cached layout wrong: start a fresh one.
-        self._manager.close()
-        self._manager = self._open()
+        shutil.move(os.path.join(self.directory, step), dest)
+        if reopen:
+            # A failed restore can leave the manager's cached layout wrong: start a fresh one.
+            self._manager.close()
+            self._manager = self._open()
         warnings.warn(
             f"checkpoint step {step} does not restore ({reason}); moved to {dest}, "
             "trying the next newest",

@@ -10,8 +10,11 @@ import argparse
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 TASKS = ("denoise", "sr")
 
@@ -20,8 +23,32 @@ class ConfigError(ValueError):
     """An invalid config value, data folder, preset or workdir: reported before any work."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """A config value of the wrong type (also a `ConfigError`, so one ``except`` catches both)."""
+
+
 GROUPS = ("body", "head")
 DTYPES = ("float32", "bfloat16", "float16")
+LR_SCHEDULES = ("per_run", "per_phase")
+
+
+def concrete_scalar(v: Any) -> Any:
+    """A NumPy scalar or 0-d (NumPy or JAX) array as the Python number it holds; anything else
+    (including a traced JAX value, which has no concrete value) unchanged."""
+    if isinstance(v, np.generic) or (getattr(v, "shape", None) == () and hasattr(v, "dtype")):
+        try:
+            return np.asarray(v).item()
+        except Exception:  # a tracer: left as is, refused by the type checks
+            return v
+    return v
+
+
+# Spellings of earlier versions, accepted with a DeprecationWarning naming the new one.
+RENAMED_PHASE_FIELDS = {"ssim_weight": "structural_weight"}
+
+
+def _warn_renamed(old: str, new: str, where: str) -> None:
+    warnings.warn(f"{where}: {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,29 +59,47 @@ class Phase:
       name: shown in the logs, the progress bar and `metrics.jsonl`.
       fraction: share of the total steps spent in this phase; the fractions of all phases sum
         to 1.
-      ssim_weight: weight of the structural term (``1 - SSIM`` or the preset's DSSIM form);
-        ``None`` keeps the loss preset's own weight.
-      mae_weight: weight of the absolute (MAE / L1) term; ``None`` keeps the preset's weight.
-      learning_rates: peak learning rate per parameter group (``body``, ``head``).
+      structural_weight: weight of the structural term (the preset's ``1 - S`` or
+        ``(1 - S) / 2``, S its SSIM variant); ``None`` keeps the loss preset's own weight.
+      mae_weight: weight of the MAE (L1) term; ``None`` keeps the preset's weight.
+      learning_rates: peak learning rate per parameter group (for `train.py`'s models the
+        groups ``body`` and ``head``). ``None``: for `train.py`, `Config.learning_rate` for
+        every group; the library's `phased_optimizer` requires it.
       frozen: parameter groups that receive zero updates during this phase.
     """
 
     name: str
     fraction: float
-    ssim_weight: float | None = None
+    structural_weight: float | None = None
     mae_weight: float | None = None
-    learning_rates: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {"body": 1e-3, "head": 1e-3}
-    )
+    learning_rates: Mapping[str, float] | None = None
     frozen: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for f in ("fraction", "structural_weight", "mae_weight"):
+            object.__setattr__(self, f, concrete_scalar(getattr(self, f)))
+        if isinstance(self.learning_rates, Mapping):
+            rates = {k: concrete_scalar(v) for k, v in self.learning_rates.items()}
+            object.__setattr__(self, "learning_rates", rates)
+        if isinstance(self.frozen, list):
+            object.__setattr__(self, "frozen", tuple(self.frozen))
+
+    @property
+    def ssim_weight(self) -> float | None:
+        """Deprecated name of `structural_weight`."""
+        _warn_renamed("ssim_weight", "structural_weight", "Phase")
+        return self.structural_weight
+
+    def replace(self, **changes) -> Phase:
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "fraction": self.fraction,
-            "ssim_weight": self.ssim_weight,
+            "structural_weight": self.structural_weight,
             "mae_weight": self.mae_weight,
-            "learning_rates": dict(self.learning_rates),
+            "learning_rates": None if self.learning_rates is None else dict(self.learning_rates),
             "frozen": list(self.frozen),
         }
 
@@ -62,34 +107,58 @@ class Phase:
     def from_dict(cls, d: Mapping[str, Any]) -> Phase:
         if not isinstance(d, Mapping):
             raise ConfigError(f"phases: each phase must be a JSON object, got {d!r}")
+        kw = dict(d)
+        for old, new in RENAMED_PHASE_FIELDS.items():
+            if old in kw:
+                _warn_renamed(old, new, "phases")
+                if new in kw:
+                    raise ConfigError(f"phases: give {new!r} only, not also {old!r}")
+                kw[new] = kw.pop(old)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        unknown = set(kw) - known
         if unknown:
             raise ConfigError(
                 f"phases: unknown phase field(s) {sorted(unknown)}; expected {sorted(known)}"
             )
-        if "name" not in d or "fraction" not in d:
+        if "name" not in kw or "fraction" not in kw:
             raise ConfigError(f"phases: each phase needs 'name' and 'fraction', got {dict(d)!r}")
-        kw = dict(d)
-        if "learning_rates" in kw:
+        if kw.get("learning_rates") is not None:
             if not isinstance(kw["learning_rates"], Mapping):
-                raise ConfigError(
+                raise ConfigTypeError(
                     f"phases: learning_rates must map group -> rate, got {kw['learning_rates']!r}"
                 )
             kw["learning_rates"] = dict(kw["learning_rates"])
         if "frozen" in kw:
             frozen = kw["frozen"]
             if isinstance(frozen, str) or not isinstance(frozen, Sequence):
-                raise ConfigError(f"phases: frozen must be a list of group names, got {frozen!r}")
+                raise ConfigTypeError(
+                    f"phases: frozen must be a list of group names, got {frozen!r}"
+                )
             kw["frozen"] = tuple(frozen)
         return cls(**kw)
+
+
+def _phase_init_with_old_names(init):
+    def __init__(self, *args, **kw):
+        for old, new in RENAMED_PHASE_FIELDS.items():
+            if old in kw:
+                # (`dataclasses.replace(phase, ssim_weight=w)` passes both: the old one wins.)
+                _warn_renamed(old, new, "Phase")
+                kw[new] = kw.pop(old)
+        init(self, *args, **kw)
+
+    __init__.__doc__ = init.__doc__
+    return __init__
+
+
+Phase.__init__ = _phase_init_with_old_names(Phase.__init__)
 
 
 DEFAULT_PHASES = (
     Phase(
         name="mae",
         fraction=0.3,
-        ssim_weight=0.0,
+        structural_weight=0.0,
         mae_weight=1.0,
         learning_rates={"body": 2e-3, "head": 2e-3},
     ),
@@ -158,12 +227,30 @@ class Config:
     phases: tuple[Phase, ...] = dataclasses.field(
         default=DEFAULT_PHASES,
         metadata={
-            "help": "JSON list of phases: name, fraction, ssim_weight, mae_weight, "
+            "help": "JSON list of phases: name, fraction, structural_weight, mae_weight, "
             "learning_rates, frozen"
         },
     )
-    warmup_fraction: float = _f(0.05, "share of each phase spent warming its learning rate up")
-    final_lr_fraction: float = _f(0.1, "cosine decay ends each phase at this share of its peak")
+    learning_rate: float = _f(
+        1e-3, "peak learning rate of every parameter group in a phase that sets no learning_rates"
+    )
+    lr_schedule: str = _f(
+        "per_phase",
+        "'per_phase': warm-up and cosine decay in every phase; 'per_run': one warm-up and one "
+        "decay over the whole run (a phase switch changes only the peak)",
+    )
+    warmup_fraction: float = _f(
+        0.05, "share of each phase (or of the run, with per_run) spent warming the rate up"
+    )
+    final_lr_fraction: float = _f(
+        0.1, "cosine decay ends at this share of the peak (of each phase, or of the run)"
+    )
+    schedule_steps: int = _f(
+        0,
+        "steps the phases and learning-rate schedule span (0: steps). A run extended with a "
+        "larger --steps keeps its schedule_steps: the steps past them continue the last phase "
+        "at its final learning rate",
+    )
     weight_decay: float = _f(0.0, "decoupled weight decay (AdamW), scaled by the learning rate")
     grad_clip_norm: float = _f(1.0, "clip gradients to this global norm (0: no clipping)")
     max_nonfinite: int = _f(10, "stop after this many consecutive steps with non-finite loss")
@@ -183,19 +270,31 @@ class Config:
         # `Phase` attributes only.
         phases = self.phases
         if isinstance(phases, str):
-            phases = json.loads(phases)
-        if not isinstance(phases, Sequence):
-            raise ConfigError(f"phases: expected a list of phase objects, got {phases!r}")
+            try:
+                phases = json.loads(phases)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"config.phases: not valid JSON ({e})") from None
+        if isinstance(phases, (str, bytes)) or not isinstance(phases, Sequence):
+            raise ConfigError(f"config.phases: got {phases!r}, expected a list of phase objects")
         phases = tuple(p if isinstance(p, Phase) else Phase.from_dict(p) for p in phases)
         object.__setattr__(self, "phases", phases)
-        object.__setattr__(self, "loss_overrides", dict(self.loss_overrides))
+        if isinstance(self.loss_overrides, Mapping):
+            object.__setattr__(self, "loss_overrides", dict(self.loss_overrides))
+        for f in dataclasses.fields(self):
+            if f.type in ("int", "float"):
+                object.__setattr__(self, f.name, concrete_scalar(getattr(self, f.name)))
+
+    @property
+    def schedule_total(self) -> int:
+        """The steps the phases and schedules span: `schedule_steps`, or `steps` when 0."""
+        return self.schedule_steps or self.steps
 
     @property
     def phase_boundaries(self) -> tuple[int, ...]:
-        """First step of each phase (the first is 0), from the phase fractions and `steps`."""
+        """First step of each phase (the first is 0), from the fractions and `schedule_total`."""
         starts, acc = [], 0.0
         for p in self.phases:
-            starts.append(round(acc * self.steps))
+            starts.append(round(acc * self.schedule_total))
             acc += p.fraction
         return tuple(starts)
 
@@ -235,29 +334,39 @@ class Config:
         return _from_args(args, defaults or Config())
 
 
-def _require(cond: bool, field: str, got: Any, expected: str) -> None:
+def _require(cond: bool, field: str, got: Any, expected: str, *, error=ConfigError) -> None:
     if not cond:
-        raise ConfigError(f"config.{field}: got {got!r}, expected {expected}")
+        raise error(f"config.{field}: got {got!r}, expected {expected}")
 
 
 # The held-out noise uses seed + 1; both must be valid int32 PRNG seeds.
 SEED_MAX = 2**31 - 2
 
 
+# Numbers must stay finite in float32 (the dtype they are used in on the device).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return _is_real(v) and math.isfinite(v) and abs(v) <= FLOAT32_MAX
 
 
 def _validate_types(c: Config) -> None:
-    """Each field has its declared type; every number is finite (no NaN, no infinity)."""
+    """Each field has its declared type (a `TypeError`); every number is finite in float32."""
     for f in dataclasses.fields(c):
         v = getattr(c, f.name)
         if f.type == "int":
-            _require(isinstance(v, int) and not isinstance(v, bool), f.name, v, "an integer")
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            _require(ok, f.name, v, "an integer", error=ConfigTypeError)
         elif f.type == "float":
-            _require(_is_number(v), f.name, v, "a finite number")
+            _require(_is_real(v), f.name, v, "a number", error=ConfigTypeError)
+            _require(_is_number(v), f.name, v, "a finite number (within float32's range)")
         elif f.type in ("str", "bool"):
-            _require(type(v).__name__ == f.type, f.name, v, f"a {f.type}")
+            _require(type(v).__name__ == f.type, f.name, v, f"a {f.type}", error=ConfigTypeError)
 
 
 def _validate(c: Config) -> None:
@@ -289,6 +398,14 @@ def _validate(c: Config) -> None:
     _require(isinstance(c.preset, str) and c.preset, "preset", c.preset, "a preset name")
     _validate_loss_overrides(c.loss_overrides)
     _require(c.steps >= 1, "steps", c.steps, ">= 1")
+    _require(c.lr_schedule in LR_SCHEDULES, "lr_schedule", c.lr_schedule, f"one of {LR_SCHEDULES}")
+    _require(c.learning_rate >= 0, "learning_rate", c.learning_rate, ">= 0")
+    _require(
+        c.schedule_steps == 0 or 1 <= c.schedule_steps <= c.steps,
+        "schedule_steps",
+        c.schedule_steps,
+        f"0 (the same as steps) or an integer in [1, steps={c.steps}]",
+    )
     _require(0 <= c.warmup_fraction < 1, "warmup_fraction", c.warmup_fraction, "in [0, 1)")
     _require(0 <= c.final_lr_fraction <= 1, "final_lr_fraction", c.final_lr_fraction, "in [0, 1]")
     _require(c.weight_decay >= 0, "weight_decay", c.weight_decay, ">= 0")
@@ -302,8 +419,9 @@ def _validate(c: Config) -> None:
     _validate_phases(c)
 
 
-# make_loss options the train step fixes: it vmaps the loss over [H, W, C] images, averages
-# one loss per image and logs the per-image terms. Overriding them would train something else.
+# make_loss options the train step fixes: it calls the loss on a batch of [H, W, C] images,
+# averages its one loss per image and logs the per-image terms. Overriding them would train
+# something else.
 FIXED_LOSS_OPTIONS = {"spatial_dims": 2, "return_map": False, "reduction": "none"}
 
 
@@ -323,44 +441,51 @@ def _validate_loss_overrides(overrides: Any) -> None:
             )
 
 
+def _require_number(v: Any, field: str, expected: str, *, ok: bool, none: bool = False) -> None:
+    """A `TypeError` for a value that is not a real number (or None where `none`), else a
+    `ValueError` unless `ok` (the range check)."""
+    if not (none and v is None):
+        _require(_is_real(v), field, v, "a number", error=ConfigTypeError)
+    _require(ok, field, v, expected)
+
+
 def _validate_phases(c: Config) -> None:
     phases = c.phases
     _require(len(phases) >= 1, "phases", [], "at least one phase")
     names = [p.name for p in phases]
     for i, name in enumerate(names):
-        _require(isinstance(name, str) and name, f"phases[{i}].name", name, "a non-empty string")
+        _require(
+            isinstance(name, str), f"phases[{i}].name", name, "a string", error=ConfigTypeError
+        )
+        _require(bool(name), f"phases[{i}].name", name, "a non-empty string")
     _require(len(set(names)) == len(names), "phases", names, "distinct phase names")
     total = 0.0
     for p in phases:
         where = f"phases[{p.name!r}]"
-        _require(
-            _is_number(p.fraction) and 0 < p.fraction <= 1,
-            f"{where}.fraction",
-            p.fraction,
-            "in (0, 1]",
-        )
+        f = p.fraction
+        _require_number(f, f"{where}.fraction", "in (0, 1]", ok=_is_number(f) and 0 < f <= 1)
         total += p.fraction
-        for key in ("ssim_weight", "mae_weight"):
+        for key in ("structural_weight", "mae_weight"):
             w = getattr(p, key)
-            _require(
-                w is None or (_is_number(w) and w >= 0),
-                f"{where}.{key}",
-                w,
-                "null or a finite number >= 0",
-            )
+            ok = w is None or (_is_number(w) and w >= 0)
+            _require_number(w, f"{where}.{key}", "null or a finite number >= 0", ok=ok, none=True)
         _require(
-            set(p.learning_rates) == set(GROUPS),
+            p.learning_rates is None or isinstance(p.learning_rates, Mapping),
             f"{where}.learning_rates",
-            dict(p.learning_rates),
-            f"one rate for each group {GROUPS}",
+            p.learning_rates,
+            "null or a mapping group -> rate",
+            error=ConfigTypeError,
         )
-        for g, lr in p.learning_rates.items():
-            _require(
-                _is_number(lr) and lr >= 0,
-                f"{where}.learning_rates[{g!r}]",
-                lr,
-                "a finite number >= 0",
-            )
+        rates = {} if p.learning_rates is None else p.learning_rates
+        _require(
+            p.learning_rates is None or set(rates) == set(GROUPS),
+            f"{where}.learning_rates",
+            p.learning_rates,
+            f"null (config.learning_rate for every group) or one rate for each group {GROUPS}",
+        )
+        for g, lr in rates.items():
+            ok = _is_number(lr) and lr >= 0
+            _require_number(lr, f"{where}.learning_rates[{g!r}]", "a finite number >= 0", ok=ok)
         _require(
             all(isinstance(g, str) for g in p.frozen) and set(p.frozen) <= set(GROUPS),
             f"{where}.frozen",
@@ -371,12 +496,12 @@ def _validate_phases(c: Config) -> None:
         abs(total - 1.0) < 1e-6, "phases", [p.fraction for p in phases], "fractions summing to 1"
     )
     starts = c.phase_boundaries
-    ends = (*starts[1:], c.steps)
+    ends = (*starts[1:], c.schedule_total)
     for p, s, e in zip(phases, starts, ends, strict=True):
         _require(
             e > s,
-            "steps",
-            c.steps,
+            "schedule_steps" if c.schedule_steps else "steps",
+            c.schedule_total,
             f"enough steps for phase {p.name!r} (fraction {p.fraction}) to get at least one",
         )
 
@@ -435,8 +560,12 @@ def _from_args(args: argparse.Namespace, defaults: Config) -> Config:
     for f in dataclasses.fields(Config):
         v = getattr(args, f.name)
         values[f.name] = getattr(defaults, f.name) if v is None else v
-    if isinstance(values["loss_overrides"], Mapping) is False:
+    if not isinstance(values["loss_overrides"], Mapping):
         raise ConfigError(
-            f"config.loss_overrides: got {values['loss_overrides']!r}, expected a JSON object"
+            f"--loss-overrides: got {values['loss_overrides']!r}, expected a JSON object"
+        )
+    if not isinstance(values["phases"], (list, tuple)):
+        raise ConfigError(
+            f"--phases: got {values['phases']!r}, expected a JSON list of phase objects"
         )
     return Config(**values).validate()

@@ -38,7 +38,7 @@ from ._data import (
 )
 from ._evaluation import check_eval_crop, evaluate_dataset, make_evaluator
 from ._pipeline import to_float
-from ._schedules import make_optimizer, make_schedule
+from ._schedules import optimizer_from_config, schedule_from_config
 from ._steps import TrainState, build_loss, create_train_state, train_step
 from ._writers import MetricWriter, PeriodicAction, write_json
 
@@ -67,6 +67,11 @@ class NonFiniteLossError(RuntimeError):
 def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None = None) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates.
 
+    A `config.steps` larger than that of the run in `workdir` trains it longer: the run keeps
+    its schedule (`config.schedule_steps` is set to its length, recorded in ``config.json`` and
+    as an ``"extended"`` event line of ``metrics.jsonl``) and the steps past it continue the
+    last phase at its final learning rates.
+
     Args:
       config: the run's configuration (validated here before any work starts).
       workdir: output folder: ``config.json``, ``data.json`` (with a data folder),
@@ -74,7 +79,8 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
         at the end ``eval.json``, ``curves.png`` and ``samples.png``. Locked
         (``train.lock``) for the whole call.
       stop_at_step: stop (as an interruption would) once this many steps are done, saving a
-        checkpoint: a later call continues from there. For notebooks and tests.
+        checkpoint: a later call continues from there. A value at or below the step the run
+        resumes from trains nothing. For notebooks and tests.
 
     Returns:
       A dict: ``step`` reached, ``start_step`` (the checkpoint step it resumed from, 0 for a
@@ -91,8 +97,10 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
         checkpoint written for them; the last good one stays), or non-finite held-out
         metrics (no ``eval.json`` written).
     """
+    _check_stop_at_step(stop_at_step)
     with contextlib.ExitStack() as hold:  # the workdir lock, for the whole run
         run = _set_up(config, workdir, hold)
+        config = run.config  # an extended run's config keeps the schedule it was trained on
         writer = hold.enter_context(
             MetricWriter(
                 workdir,
@@ -104,6 +112,8 @@ def train_and_evaluate(config: Config, workdir: str, *, stop_at_step: int | None
         )
         t0 = time.perf_counter()
         try:
+            if run.extension is not None:
+                writer.write_event(run.extension)
             state, stop_reason = _train(run, writer, stop_at_step)
         finally:
             run.checkpoints.close()
@@ -140,6 +150,7 @@ class _Run:
     step_fn: _Traced  # ``(state, pixels) -> (state, metrics)``, before jit
     train_step: Callable  # `step_fn`, jitted over the mesh
     make_batch: BatchSource  # the sharded (integer) batch of a step
+    extension: dict | None  # the `metrics.jsonl` event of a run extended by a larger `steps`
 
 
 def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
@@ -156,9 +167,10 @@ def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
     chief = jax.process_index() == 0
     if chief:
         hold.enter_context(_workdir.locked(workdir))
-    resuming = _check_resumable(config, workdir)
+    resuming, config, extension = _check_resumable(config, workdir)
     fingerprint = _check_data(config, workdir, resuming=resuming)
     dataset = open_data(config)
+    _check_patch_fits(config, dataset)
     check_same_data(dataset.index)
     check_eval_crop(config, dataset.eval, dataset.eval_names)
     if chief:
@@ -168,7 +180,7 @@ def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
 
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
-    tx, rates = make_optimizer(config)
+    tx, rates = optimizer_from_config(config)
     state = jax.device_put(create_train_state(config, tx), replicated)
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     state, start = checkpoints.restore_newest(state)  # a damaged newest one is set aside
@@ -182,7 +194,7 @@ def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
             )
 
     step_fn = _Traced(
-        pixel_train_step(config, loss_fn, make_schedule(config, rates, preset_weights))
+        pixel_train_step(config, loss_fn, schedule_from_config(config, rates, preset_weights))
     )
     jitted = jax.jit(
         step_fn,
@@ -191,8 +203,20 @@ def _set_up(config: Config, workdir: str, hold: contextlib.ExitStack) -> _Run:
         donate_argnums=() if jax.default_backend() == "cpu" else (0,),
     )
     make_batch = BatchSource(config, dataset.index, batch_sharding, start)
+    if extension is not None:
+        extension["step"] = start
     return _Run(
-        config, workdir, chief, dataset, state, start, checkpoints, step_fn, jitted, make_batch
+        config,
+        workdir,
+        chief,
+        dataset,
+        state,
+        start,
+        checkpoints,
+        step_fn,
+        jitted,
+        make_batch,
+        extension,
     )
 
 
@@ -230,30 +254,94 @@ def make_mesh(config: Config) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.asarray(devices[:n]), ("data",))
 
 
-def _check_resumable(config: Config, workdir: str) -> bool:
-    """Whether `workdir` holds a run to resume; raises if it is another run's."""
+EXTENSION_RULE = (
+    "steps past schedule_steps continue the last phase: its loss weights, and each group's "
+    "learning rate at its final value"
+)
+
+
+def _check_stop_at_step(stop_at_step) -> None:
+    if stop_at_step is None:
+        return
+    if not isinstance(stop_at_step, (int, np.integer)) or isinstance(stop_at_step, bool):
+        raise TypeError(f"stop_at_step: got {stop_at_step!r}, expected an integer or None")
+    if stop_at_step < 0:
+        raise ValueError(f"stop_at_step: got {stop_at_step!r}, expected an integer >= 0")
+
+
+def read_saved_config(path: str) -> Config:
+    """The config in a workdir's `config.json`; a `ConfigError` naming the file if it does
+    not read."""
+    try:
+        with open(path) as f:
+            return Config.from_dict(json.load(f))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); the run's config is unreadable") from None
+    except (ConfigError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a config of this version ({e})") from None
+
+
+def _check_resumable(config: Config, workdir: str) -> tuple[bool, Config, dict | None]:
+    """Whether `workdir` holds a run to resume, the config to run it with, and the record of an
+    extension (a larger `steps`; else ``None``). Raises if the workdir holds another run.
+
+    A larger `steps` than the saved run's continues it: the config keeps the saved run's
+    schedule length (`schedule_steps`), so the steps already trained are not changed.
+    """
     path = os.path.join(workdir, "config.json")
     ckpt_dir = os.path.join(workdir, "checkpoints")
     # Only a run with checkpoints is resumed; a workdir without any may take a new config.
     if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
-        return False
+        return False, config, None
     if not os.path.exists(path):
         raise ConfigError(
             f"workdir {workdir!r} has checkpoints but no config.json: the config they were "
             "trained with is unknown, so they cannot be resumed safely; use another --workdir, "
             "or delete this one to start over"
         )
-    with open(path) as f:
-        saved = Config.from_dict(json.load(f)).to_dict()
-    new = config.to_dict()
-    diff = sorted(k for k in new if k not in _BOOKKEEPING and new[k] != saved.get(k))
+    saved_config = read_saved_config(path)
+    extension = None
+    if config.steps >= saved_config.steps and config.schedule_steps == 0:
+        # The schedule the saved run was trained on: its own schedule_steps, else its steps.
+        keep = saved_config.schedule_steps or (
+            saved_config.steps if config.steps > saved_config.steps else 0
+        )
+        config = config.replace(schedule_steps=keep).validate()
+    if config.steps > saved_config.steps:
+        extension = {
+            "event": "extended",
+            "from_steps": saved_config.steps,
+            "to_steps": config.steps,
+            "schedule_steps": config.schedule_total,
+            "rule": EXTENSION_RULE,
+        }
+    saved, new = saved_config.to_dict(), config.to_dict()
+    # What the trajectory depends on is the schedule's length, however it was written.
+    saved["schedule_steps"], new["schedule_steps"] = (
+        saved_config.schedule_total,
+        config.schedule_total,
+    )
+    ignored = _BOOKKEEPING | ({"steps"} if extension is not None else set())
+    diff = sorted(k for k in new if k not in ignored and new[k] != saved.get(k))
     if diff:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {new[k]!r}" for k in diff)
         raise ConfigError(
             f"workdir {workdir!r} holds a run with a different config ({details}); "
             "use another --workdir, or delete this one to start over"
         )
-    return True
+    return True, config, extension
+
+
+def _check_patch_fits(config: Config, dataset: StreamingData) -> None:
+    """Every training image holds a `patch_size` crop (a user folder's smaller images were
+    skipped already; the bundled photographs are checked here)."""
+    small = [e for e in dataset.index.train if min(e.height, e.width) < config.patch_size]
+    if small:
+        shown = ", ".join(f"{e.name!r} ({e.width}x{e.height})" for e in small[:3])
+        raise ConfigError(
+            f"config.patch_size: got {config.patch_size}, larger than training image(s) "
+            f"{shown}{' ...' if len(small) > 3 else ''}; use a smaller --patch-size"
+        )
 
 
 def _check_data(config: Config, workdir: str, *, resuming: bool) -> dict | None:
@@ -305,7 +393,10 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
     at the end, and when the loop stops early (a signal or `stop_at_step`).
     """
     c = run.config
-    log = PeriodicAction(every_steps=c.log_every, on_steps=(*c.phase_boundaries[1:], c.steps))
+    if stop_at_step is not None and stop_at_step <= run.start < c.steps:
+        return run.state, "stop_at_step"  # nothing to train before the stop
+    ends = (*c.phase_boundaries[1:], c.schedule_total, c.steps)
+    log = PeriodicAction(every_steps=c.log_every, on_steps=ends)
     save = PeriodicAction(every_steps=c.checkpoint_every, on_steps=(c.steps,))
     state, stop_reason, pending = run.state, None, []
     rate = _Rate(run.start)
@@ -359,16 +450,22 @@ class _Rate:
         return rate
 
 
+# The similarity a loss reports, under its function's name.
+SIMILARITY_KEYS = ("ssim", "ms_ssim", "multi_sigma_ssim")
+
+
 def _record(
     config: Config, step: int, pending: list, state: TrainState, steps_per_second: float
 ) -> dict:
     """One `metrics.jsonl` line: the means of the finite steps since the last line."""
     host = jax.device_get(pending)
     record = {"step": step, "phase": config.phases[int(host[-1]["phase"])].name}
-    for k in ("loss", "mae", "dssim", "ssim", "psnr"):
-        vals = [float(m[k]) for m in host if k in m and bool(m["finite"])]
+    for k in ("loss", "structural", "mae", "psnr", *SIMILARITY_KEYS):
+        if k not in host[-1]:
+            continue  # a similarity the loss does not compute
+        vals = [float(m[k]) for m in host if bool(m["finite"])]
         record[k] = float(np.mean(vals)) if vals else float("nan")
-    for k in (*[f"lr_{g}" for g in GROUPS], "w_ssim", "w_mae"):
+    for k in (*[f"lr_{g}" for g in GROUPS], "structural_weight", "mae_weight"):
         record[k] = float(host[-1][k])
     record["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
     record["steps_per_second"] = steps_per_second

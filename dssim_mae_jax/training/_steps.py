@@ -9,6 +9,7 @@ applies the model and the optimizer.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -82,18 +83,43 @@ def create_train_state(config: Config, tx: optax.GradientTransformation) -> Trai
     )
 
 
+# ------------------------------------------------------------------ the loss's own names
+# Training speaks of "structural_weight" / "mae_weight" and logs the structural term as
+# "structural". This block translates to and from the names `make_loss` uses: the one place to
+# change when the loss adopts the same names.
+LOSS_AUX_NAMES = {"dssim": "structural"}  # a loss aux key -> the name training logs
+
+
+def to_loss_weights(structural_weight: jax.Array, mae_weight: jax.Array) -> dict:
+    """The ``weights=`` argument of a `make_loss` loss for these two term weights."""
+    return {"ssim": structural_weight, "mae": mae_weight}
+
+
+def preset_weights(cfg) -> dict[str, float]:
+    """A loss config's term weights as ``{"structural_weight": ..., "mae_weight": ...}``."""
+    return {"structural_weight": float(cfg.w_structural), "mae_weight": float(cfg.w_absolute)}
+
+
 def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
     """`make_loss(config.preset, max_val=1.0, **config.loss_overrides)` and its weights.
 
     Training data is in [0, 1], so the data range is set to 1 unless `loss_overrides` says
     otherwise (a preset's `max_val` describes the data it was written for, e.g. 255 for
-    "seed-normalized"). Raises ``ValueError`` for an unknown preset or field, or a patch too
-    small for the structural term's window.
+    "seed-normalized"). The loss is traced once on a batch of the run's patch shape
+    (`jax.eval_shape`: no computation), so an option that would fail only when the loss is
+    first called is refused here, before any work.
+
+    Returns:
+      The loss and the preset's ``{"structural_weight": ..., "mae_weight": ...}``.
+
+    Raises:
+      ValueError: an unknown preset or field, an option the loss refuses, or a patch too small
+        for the structural term's window.
     """
     overrides = {"max_val": 1.0, **config.loss_overrides}
     try:
         loss_fn = dmj.make_loss(config.preset, **overrides)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError) as e:
         raise ConfigError(f"config.preset / config.loss_overrides: {e}") from e
     cfg = loss_fn.config
     for key, fixed in FIXED_LOSS_OPTIONS.items():  # a preset could set them too
@@ -109,7 +135,17 @@ def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
             f"{config.preset!r} needs patches of at least {min_size} pixels "
             f"({cfg.structure} with filter_size={cfg.filter_size})"
         )
-    return loss_fn, {"ssim": float(cfg.w_structural), "mae": float(cfg.w_absolute)}
+    patch = jax.ShapeDtypeStruct((1, config.patch_size, config.patch_size, config.channels),
+                                 jnp.float32)  # fmt: skip
+    try:
+        jax.eval_shape(loss_fn, patch, patch)
+    except Exception as e:  # any failure of the loss's trace is a bad option
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(
+            f"config.loss_overrides: the loss of preset {config.preset!r} with "
+            f"{json.dumps(config.loss_overrides)} fails ({type(e).__name__}: {first})"
+        ) from e
+    return loss_fn, preset_weights(cfg)
 
 
 def train_step(
@@ -130,18 +166,23 @@ def train_step(
     keeps the old parameters and moments (its step counters still advance, so schedules stay
     aligned with `state.step`) and increments `state.nonfinite`.
 
+    The loss is called once on the whole batch (it returns one value per image, which the step
+    averages), so the loss's own batch handling applies.
+
     Returns:
       The new state and the step's metrics: ``loss``, the per-image terms of `loss_fn`
-      averaged over the batch, `schedule`'s values, ``finite`` and ``nonfinite``.
+      averaged over the batch (the structural term as ``structural``), `schedule`'s values,
+      ``finite`` and ``nonfinite``.
     """
     step = state.step
     inputs = degrade(config, clean, jax.random.fold_in(state.rng, step))
     at = schedule(step)
-    weights = {"ssim": at["w_ssim"], "mae": at["w_mae"]}
+    weights = to_loss_weights(at["structural_weight"], at["mae_weight"])
 
     def objective(params):
         pred = state.apply_fn(params, inputs).astype(jnp.float32)
-        loss, aux = jax.vmap(lambda p, t: loss_fn(p, t, weights=weights))(pred, clean)
+        # One call on the whole batch: the loss gives one value per [H, W, C] image.
+        loss, aux = loss_fn(pred, clean, weights=weights)
         return jnp.mean(loss), aux
 
     (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
@@ -166,7 +207,8 @@ def train_step(
         nonfinite=nonfinite,
         nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
     )
-    metrics = {"loss": loss, **{k: jnp.mean(v) for k, v in aux.items()}, **at}
+    terms = {LOSS_AUX_NAMES.get(k, k): jnp.mean(v) for k, v in aux.items() if k != "loss"}
+    metrics = {"loss": loss, **terms, **at}
     metrics.update(finite=finite, nonfinite=nonfinite)
     return new_state, metrics
 

@@ -111,8 +111,18 @@ def check_data(workdir: str, fingerprint: dict[str, list[int]], *, resuming: boo
     path = os.path.join(workdir, DATA_RECORD)
     if not resuming or not os.path.exists(path):
         return []
-    with open(path) as f:
-        saved = json.load(f)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict) or not all(
+            isinstance(v, list) and len(v) == 2 for v in saved.values()
+        ):
+            raise ValueError("expected {file: [size, mtime]}")
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise WorkdirError(
+            f"{path}: unreadable record of the run's data ({e}); restore it, or use another "
+            "--workdir"
+        ) from None
     added = sorted(set(fingerprint) - set(saved))
     removed = sorted(set(saved) - set(fingerprint))
     resized = sorted(k for k in set(saved) & set(fingerprint) if saved[k][0] != fingerprint[k][0])

@@ -7,6 +7,7 @@ CLU's TensorFlow dependency.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -33,20 +34,40 @@ def write_json(path: str, obj) -> None:
 
 
 def read_records(path: str, upto: int) -> list[dict]:
-    """The lines of a `metrics.jsonl` with ``step <= upto`` (none if the file is missing)."""
+    """The lines of a `metrics.jsonl` with ``step <= upto`` (none if the file is missing).
+
+    A line that is not JSON (the end of a line cut short by a killed run) is skipped.
+    """
     if not os.path.exists(path):
         return []
+    records = []
     with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if r.get("step", 0) <= upto]
+        for line in f:
+            with contextlib.suppress(json.JSONDecodeError):
+                if line.strip():
+                    records.append(json.loads(line))
+    return [r for r in records if isinstance(r, dict) and r.get("step", 0) <= upto]
+
+
+TENSORBOARD_DIR = "tensorboard"
+_EVENTS_PREFIX = "events.out.tfevents"
+
+
+def is_training_record(record: Mapping) -> bool:
+    """Whether a `metrics.jsonl` line is a training record (not an ``event`` line)."""
+    return "event" not in record
 
 
 class MetricWriter:
     """Sends each record to `metrics.jsonl`, TensorBoard and the tqdm progress bar.
 
-    Only the chief process (process 0) writes files; every process keeps `records` (what
-    `curves.png` is drawn from). On a resumed run, the lines logged after the checkpoint
-    `start` are dropped from `metrics.jsonl` and TensorBoard: those steps run again.
+    Only the chief process (process 0) writes files; every process keeps `records` (the
+    training records, what `curves.png` is drawn from). On a resumed run, the lines logged
+    after the checkpoint `start` are dropped from `metrics.jsonl` (those steps run again), and
+    the TensorBoard events are rewritten from the lines that stay: a new event file holds every
+    kept record, the earlier event files are removed once it is written. So TensorBoard shows
+    each logged step exactly once, however often the run was interrupted and resumed (its reader
+    never sees a step go back, and no purge drops a step that was kept).
 
     Args:
       workdir: the run's folder.
@@ -61,16 +82,13 @@ class MetricWriter:
 
         self.chief = chief
         self._jsonl = os.path.join(workdir, "metrics.jsonl")
-        self.records = read_records(self._jsonl, start)
+        kept = read_records(self._jsonl, start)
+        self.records = [r for r in kept if is_training_record(r)]
         self._tensorboard = None
         if chief:
             with open(self._jsonl, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.records)
-            from tensorboardX import SummaryWriter
-
-            self._tensorboard = SummaryWriter(
-                os.path.join(workdir, "tensorboard"), purge_step=start if start else None
-            )
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            self._open_tensorboard(os.path.join(workdir, TENSORBOARD_DIR), kept)
         self._bar = tqdm(
             total=total,
             initial=start,
@@ -79,32 +97,64 @@ class MetricWriter:
             unit="step",
         )
 
+    def _open_tensorboard(self, directory: str, kept: list[dict]) -> None:
+        from tensorboardX import SummaryWriter
+
+        os.makedirs(directory, exist_ok=True)
+        old = {n for n in os.listdir(directory) if n.startswith(_EVENTS_PREFIX)}
+        # A suffix of its own, so the new file never shares a name with an old one.
+        suffix = f".{os.getpid()}.{len(old)}"
+        self._tensorboard = SummaryWriter(directory, filename_suffix=suffix)
+        for record in kept:
+            self._emit(record)
+        self._tensorboard.flush()
+        for name in old:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))
+
+    def _emit(self, record: Mapping) -> None:
+        step = record["step"]
+        if not is_training_record(record):
+            self._tensorboard.add_text(f"run/{record['event']}", json.dumps(record), step)
+            return
+        for k, v in record.items():
+            if k not in ("step", "phase"):
+                self._tensorboard.add_scalar(f"train/{k}", v, step)
+        self._tensorboard.add_text("train/phase", record["phase"], step)
+
     def advance(self) -> None:
         """One more step done (the progress bar)."""
         self._bar.update(1)
 
+    def write_event(self, event: Mapping) -> None:
+        """A line that is not a training record: ``{"step", "event", ...}`` (e.g. the run was
+        extended), to `metrics.jsonl` and as TensorBoard text."""
+        if self.chief:
+            with open(self._jsonl, "a") as f:
+                f.write(json.dumps(dict(event)) + "\n")
+            self._emit(event)
+
     def write_record(self, record: Mapping) -> None:
         """One training record: ``step``, ``phase`` and scalars."""
         self.records.append(dict(record))
-        step = record["step"]
         if self.chief:
             with open(self._jsonl, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            for k, v in record.items():
-                if k not in ("step", "phase"):
-                    self._tensorboard.add_scalar(f"train/{k}", v, step)
-            self._tensorboard.add_text("train/phase", record["phase"], step)
+            self._emit(record)
         self._bar.set_description(record["phase"])
-        self._bar.set_postfix(
-            loss=f"{record['loss']:.4f}", psnr=f"{record['psnr']:.2f}", ssim=f"{record['ssim']:.3f}"
-        )
+        shown = {"loss": f"{record['loss']:.4f}", "psnr": f"{record['psnr']:.2f}"}
+        for k in ("ssim", "ms_ssim", "multi_sigma_ssim"):
+            if k in record:
+                shown[k] = f"{record[k]:.3f}"
+        self._bar.set_postfix(**shown)
 
     def write_eval(self, step: int, means: Mapping[str, Mapping[str, float]]) -> None:
         """Held-out metrics ``{"input": {...}, "model": {...}}`` to TensorBoard."""
         if self._tensorboard is not None:
             for which, m in means.items():
                 for k, v in m.items():
-                    self._tensorboard.add_scalar(f"eval/{which}/{k}", v, step)
+                    if isinstance(v, (int, float)):
+                        self._tensorboard.add_scalar(f"eval/{which}/{k}", v, step)
 
     def close(self) -> None:
         self._bar.close()
