@@ -1,12 +1,15 @@
 """The streaming input: the header index, hostile data folders, strict decoding, and batches
 that are a pure function of (seed, step) whatever the workers, processes or resume point."""
 
+import contextlib
 import dataclasses
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -337,3 +340,76 @@ def test_bench_input_functions_run_tiny(tmp_path):
     stream = bench.stream_rate(folder, workers=0, steps=2, batch=4, patch=16)
     assert stream["images"] == 4 and stream["patches_per_s"] > 0
     assert bench.in_ram_rate(folder, steps=2, batch=4, patch=16)["images"] == 4
+
+
+# --------------------------------------------------------------------- orphaned workers
+_KILLED_PARENT = """
+import sys, time
+from dssim_mae_jax.training import _images, _pipeline
+index = _images.index_folder(sys.argv[1], min_side=16, max_pixels=10**8, num_eval=1)
+stream = _pipeline.PatchStream(
+    index.train, wire_channels=3, wire_dtype="uint8", seed=0, batch_size=4, patch_size=16,
+    start=0, stop=10**6, workers=2, buffer=2, pool_images=4, pool_steps=2)
+next(stream)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def _children(pid):
+    """Pids of the processes whose parent is `pid` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (only its parent's wait is missing)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc (Linux)")
+def test_workers_and_resource_tracker_exit_when_the_main_process_is_killed(tmp_path):
+    folder = _folder(tmp_path / "data")
+    main = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_PARENT, str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    children = []
+    try:
+        assert main.stdout.readline().strip() == "ready", main.stderr.read()
+        children = _children(main.pid)
+        workers = [p for p in children if "spawn_main" in _cmdline(p)]
+        trackers = [p for p in children if "resource_tracker" in _cmdline(p)]
+        assert len(workers) == 2 and len(trackers) == 1, [_cmdline(p) for p in children]
+        main.kill()  # SIGKILL: no cleanup of any kind runs in the main process
+        main.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(map(_alive, workers + trackers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [(p, _cmdline(p)) for p in workers + trackers if _alive(p)]
+        assert not left, f"still running after the main process was killed: {left}"
+    finally:
+        for pid in [main.pid, *children]:  # those left by a failure (none when it passes)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        main.wait(timeout=10)
+        main.stdout.close()
+        main.stderr.close()
