@@ -34,6 +34,7 @@ from dssim_mae_jax.training._config import Config, ConfigError, Phase
 from dssim_mae_jax.training._data import center_crop, load_dataset, sample_batch
 from dssim_mae_jax.training._evaluation import evaluate_dataset, make_evaluator
 from dssim_mae_jax.training._loop import NonFiniteLossError, train_and_evaluate
+from dssim_mae_jax.training._restore import Restorer, load_restorer
 from dssim_mae_jax.training._schedules import make_optimizer, make_schedule
 from dssim_mae_jax.training._steps import TrainState, build_loss, create_train_state, train_step
 
@@ -42,12 +43,14 @@ __all__ = (
     "ConfigError",
     "NonFiniteLossError",
     "Phase",
+    "Restorer",
     "TrainState",
     "build_loss",
     "center_crop",
     "create_train_state",
     "evaluate_dataset",
     "load_dataset",
+    "load_restorer",
     "make_evaluator",
     "make_optimizer",
     "make_schedule",
