@@ -40,7 +40,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _output_paths(images: list[str], output: str) -> list[str]:
-    paths = [os.path.join(output, os.path.splitext(os.path.basename(p))[0] + ".png") for p in images]
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in images]
+    paths = [os.path.join(output, stem + ".png") for stem in stems]
     seen: dict[str, str] = {}
     for image, path in zip(images, paths, strict=True):
         if path in seen:
@@ -61,9 +62,8 @@ def _predict(args: argparse.Namespace) -> int:
     from dssim_mae_jax.training import _images
 
     outputs = _output_paths(args.images, args.output)
-    for path in args.images:  # every input is checked before the model loads
-        if not os.path.isfile(path):
-            raise ValueError(f"IMAGE: {path!r} is not a file")
+    for path in args.images:  # every input is checked (from its header) before the model loads
+        _images.check_photo(path)
     restore = training.load_restorer(args.workdir, max_pixels=args.max_pixels)
     os.makedirs(args.output, exist_ok=True)
     c = restore.config

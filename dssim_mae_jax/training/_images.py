@@ -445,6 +445,26 @@ def read_photo(path: str) -> np.ndarray:
     return np.ascontiguousarray(upright(arr, orientation))
 
 
+def check_photo(path: str) -> None:
+    """Checks, from its header only, that `path` is an image `read_photo` can read.
+
+    Raises:
+      UnusableImageError: as `read_photo`, except for damage found only when decoding.
+    """
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise UnusableImageError(f"{path}: not a file")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+    except Image.UnidentifiedImageError:
+        raise UnusableImageError(f"{path}: not an image file Pillow can read") from None
+    except Exception as e:
+        raise UnusableImageError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+    _check_photo_mode(path, mode)
+
+
 def _check_photo_mode(path: str, mode: str) -> None:
     if mode in GRAY16_MODES or mode in _GRAY8_MODES or mode in _COLOUR8_MODES:
         return
@@ -482,7 +502,9 @@ def write_png(path: str, pixels: np.ndarray) -> None:
 
     pixels = np.asarray(pixels)
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3:
-        raise ValueError(f"pixels: expected uint8/uint16 [H, W, C], got {pixels.dtype} {pixels.shape}")
+        raise ValueError(
+            f"pixels: expected uint8/uint16 [H, W, C], got {pixels.dtype} {pixels.shape}"
+        )
     if pixels.shape[-1] not in (1, 3):
         raise ValueError(f"pixels: expected 1 or 3 channels, got shape {pixels.shape}")
     h, w, c = pixels.shape
