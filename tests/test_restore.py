@@ -104,10 +104,10 @@ def test_bad_images_and_options_are_refused(runs):
 
 
 def test_workdirs_without_a_usable_checkpoint_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="no config.json"):
+    with pytest.raises(ConfigError, match=r"no config\.json"):
         training.load_restorer(str(tmp_path))
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="config.json: not a valid train.py config"):
+    with pytest.raises(ConfigError, match=r"config\.json: not a valid train\.py config"):
         training.load_restorer(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(training.Config().to_dict()))
     with pytest.raises(ConfigError, match="has no checkpoint"):
