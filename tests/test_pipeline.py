@@ -385,16 +385,15 @@ def _alive(pid):
     return state != "Z"  # a zombie has exited (only its parent's wait is missing)
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc (Linux)")
-def test_workers_and_resource_tracker_exit_when_the_main_process_is_killed(tmp_path):
-    folder = _folder(tmp_path / "data")
-    main = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_PARENT, str(folder)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
+def _kill_and_wait_for_children(main, ready) -> None:
+    """Waits for `ready()`, SIGKILLs `main`, and checks that its Grain workers and resource
+    tracker exit on their own (within 20 s)."""
     children = []
     try:
-        assert main.stdout.readline().strip() == "ready", main.stderr.read()
+        deadline = time.monotonic() + 300
+        while not ready() and main.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert main.poll() is None, main.stderr.read()
         children = _children(main.pid)
         workers = [p for p in children if "spawn_main" in _cmdline(p)]
         trackers = [p for p in children if "resource_tracker" in _cmdline(p)]
@@ -413,3 +412,29 @@ def test_workers_and_resource_tracker_exit_when_the_main_process_is_killed(tmp_p
         main.wait(timeout=10)
         main.stdout.close()
         main.stderr.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc (Linux)")
+def test_workers_and_resource_tracker_exit_when_the_main_process_is_killed(tmp_path):
+    folder = _folder(tmp_path / "data")
+    main = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_PARENT, str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    _kill_and_wait_for_children(main, lambda: main.stdout.readline().strip() == "ready")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc (Linux)")
+def test_no_orphans_when_a_training_run_is_killed(tmp_path):
+    workdir = tmp_path / "w"
+    main = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir),
+         "--data-dir", str(_folder(tmp_path / "data")), "--data-workers", "2",
+         "--steps", "100000", "--features", "4", "--depth", "2", "--batch-size", "2",
+         "--patch-size", "16", "--eval-crop", "32", "--num-eval-images", "1",
+         "--log-every", "1", "--checkpoint-every", "100000", "--no-progress-bar"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    metrics = workdir / "metrics.jsonl"
+    _kill_and_wait_for_children(main, lambda: metrics.exists() and metrics.stat().st_size > 0)
