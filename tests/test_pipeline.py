@@ -438,3 +438,43 @@ def test_no_orphans_when_a_training_run_is_killed(tmp_path):
     )  # fmt: skip
     metrics = workdir / "metrics.jsonl"
     _kill_and_wait_for_children(main, lambda: metrics.exists() and metrics.stat().st_size > 0)
+
+
+# ------------------------------------------------------------------ images to restore
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_photos_round_trip_at_their_bit_depth(tmp_path, dtype, channels):
+    pixels = _random((13, 21, channels), dtype=dtype)
+    path = str(tmp_path / "p.png")
+    _images.write_png(path, pixels)
+    back = _images.read_photo(path)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, pixels)
+    with Image.open(path) as im:  # an ordinary PNG of that depth, as other programs read it
+        assert im.mode == {(1, np.uint8): "L", (3, np.uint8): "RGB", (1, np.uint16): "I;16",
+                           (3, np.uint16): "RGB"}[channels, dtype]  # fmt: skip
+        if channels == 3 and dtype == np.uint16:  # Pillow keeps the high byte of each sample
+            np.testing.assert_array_equal(np.asarray(im), pixels >> 8)
+        else:
+            np.testing.assert_array_equal(np.asarray(im).reshape(pixels.shape), pixels)
+
+
+def test_photos_are_read_upright_and_alpha_or_junk_refused(tmp_path):
+    pixels = _random((10, 16, 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: shown after a quarter turn clockwise
+    _write(tmp_path / "r.jpg", pixels, exif=exif, quality=100)
+    with Image.open(tmp_path / "r.jpg") as im:
+        want = np.asarray(ImageOps.exif_transpose(im))
+    np.testing.assert_array_equal(_images.read_photo(str(tmp_path / "r.jpg")), want)
+    _write(tmp_path / "a.png", _random((8, 8, 4)))
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    for name, message in (
+        ("a.png", r"4 channels \(RGBA\); expected 1"),
+        ("junk.png", "not an image"),
+    ):
+        for read in (_images.check_photo, _images.read_photo):
+            with pytest.raises(_images.UnusableImageError, match=message):
+                read(str(tmp_path / name))
+    with pytest.raises(ValueError, match="pixels: expected 1 or 3 channels"):
+        _images.write_png(str(tmp_path / "x.png"), np.zeros((4, 4, 2), np.uint8))

@@ -470,7 +470,7 @@ def _check_photo_mode(path: str, mode: str) -> None:
         return
     if mode in ("LA", "La", "PA", "RGBA", "RGBa", "CMYK"):
         raise UnusableImageError(
-            f"{path}: {len(mode) if mode != 'PA' else 2} channels ({mode}); expected 1 "
+            f"{path}: {len(mode)} channels ({mode}); expected 1 "
             "(grayscale) or 3 (RGB): remove the alpha channel or convert it to RGB"
         )
     raise UnusableImageError(
