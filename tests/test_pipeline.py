@@ -1,12 +1,15 @@
 """The streaming input: the header index, hostile data folders, strict decoding, and batches
 that are a pure function of (seed, step) whatever the workers, processes or resume point."""
 
+import contextlib
 import dataclasses
 import io
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -337,3 +340,141 @@ def test_bench_input_functions_run_tiny(tmp_path):
     stream = bench.stream_rate(folder, workers=0, steps=2, batch=4, patch=16)
     assert stream["images"] == 4 and stream["patches_per_s"] > 0
     assert bench.in_ram_rate(folder, steps=2, batch=4, patch=16)["images"] == 4
+
+
+# --------------------------------------------------------------------- orphaned workers
+_KILLED_PARENT = """
+import sys, time
+from dssim_mae_jax.training import _images, _pipeline
+index = _images.index_folder(sys.argv[1], min_side=16, max_pixels=10**8, num_eval=1)
+stream = _pipeline.PatchStream(
+    index.train, wire_channels=3, wire_dtype="uint8", seed=0, batch_size=4, patch_size=16,
+    start=0, stop=10**6, workers=2, buffer=2, pool_images=4, pool_steps=2)
+next(stream)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def _children(pid):
+    """Pids of the processes whose parent is `pid` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (only its parent's wait is missing)
+
+
+def _kill_and_wait_for_children(main, ready) -> None:
+    """Waits for `ready()`, SIGKILLs `main`, and checks that its Grain workers and resource
+    tracker exit on their own (within 20 s)."""
+    children = []
+    try:
+        deadline = time.monotonic() + 300
+        while not ready() and main.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert main.poll() is None, main.stderr.read()
+        children = _children(main.pid)
+        workers = [p for p in children if "spawn_main" in _cmdline(p)]
+        trackers = [p for p in children if "resource_tracker" in _cmdline(p)]
+        assert len(workers) == 2 and len(trackers) == 1, [_cmdline(p) for p in children]
+        main.kill()  # SIGKILL: no cleanup of any kind runs in the main process
+        main.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(map(_alive, workers + trackers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [(p, _cmdline(p)) for p in workers + trackers if _alive(p)]
+        assert not left, f"still running after the main process was killed: {left}"
+    finally:
+        for pid in [main.pid, *children]:  # those left by a failure (none when it passes)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        main.wait(timeout=10)
+        main.stdout.close()
+        main.stderr.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc (Linux)")
+def test_workers_and_resource_tracker_exit_when_the_main_process_is_killed(tmp_path):
+    folder = _folder(tmp_path / "data")
+    main = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_PARENT, str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    _kill_and_wait_for_children(main, lambda: main.stdout.readline().strip() == "ready")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads processes from /proc (Linux)")
+def test_no_orphans_when_a_training_run_is_killed(tmp_path):
+    workdir = tmp_path / "w"
+    main = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir),
+         "--data-dir", str(_folder(tmp_path / "data")), "--data-workers", "2",
+         "--steps", "100000", "--features", "4", "--depth", "2", "--batch-size", "2",
+         "--patch-size", "16", "--eval-crop", "32", "--num-eval-images", "1",
+         "--log-every", "1", "--checkpoint-every", "100000", "--no-progress-bar"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    metrics = workdir / "metrics.jsonl"
+    _kill_and_wait_for_children(main, lambda: metrics.exists() and metrics.stat().st_size > 0)
+
+
+# ------------------------------------------------------------------ images to restore
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_photos_round_trip_at_their_bit_depth(tmp_path, dtype, channels):
+    pixels = _random((13, 21, channels), dtype=dtype)
+    path = str(tmp_path / "p.png")
+    _images.write_png(path, pixels)
+    back = _images.read_photo(path)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, pixels)
+    with Image.open(path) as im:  # an ordinary PNG of that depth, as other programs read it
+        assert im.mode == {(1, np.uint8): "L", (3, np.uint8): "RGB", (1, np.uint16): "I;16",
+                           (3, np.uint16): "RGB"}[channels, dtype]  # fmt: skip
+        if channels == 3 and dtype == np.uint16:  # Pillow keeps the high byte of each sample
+            np.testing.assert_array_equal(np.asarray(im), pixels >> 8)
+        else:
+            np.testing.assert_array_equal(np.asarray(im).reshape(pixels.shape), pixels)
+
+
+def test_photos_are_read_upright_and_alpha_or_junk_refused(tmp_path):
+    pixels = _random((10, 16, 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: shown after a quarter turn clockwise
+    _write(tmp_path / "r.jpg", pixels, exif=exif, quality=100)
+    with Image.open(tmp_path / "r.jpg") as im:
+        want = np.asarray(ImageOps.exif_transpose(im))
+    np.testing.assert_array_equal(_images.read_photo(str(tmp_path / "r.jpg")), want)
+    _write(tmp_path / "a.png", _random((8, 8, 4)))
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    for name, message in (
+        ("a.png", r"4 channels \(RGBA\); expected 1"),
+        ("junk.png", "not an image"),
+    ):
+        for read in (_images.check_photo, _images.read_photo):
+            with pytest.raises(_images.UnusableImageError, match=message):
+                read(str(tmp_path / name))
+    with pytest.raises(ValueError, match="pixels: expected 1 or 3 channels"):
+        _images.write_png(str(tmp_path / "x.png"), np.zeros((4, 4, 2), np.uint8))

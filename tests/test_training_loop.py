@@ -69,7 +69,8 @@ def test_run_writes_outputs_switches_phase_and_never_retraces(tmp_path):
     assert Checkpointer(str(tmp_path / "checkpoints"), keep=3).all_steps() == [4, 8, 10]
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev == result["eval"]
-    assert set(ev) == {"input", "model"}
+    assert set(ev) == {"input", "model", "images"}
+    assert set(ev["images"]) == {"chelsea", "coffee"}  # each held-out image by name
     for which, frozen in BASELINE_F58227D.items():
         assert set(ev[which]) == {"psnr", "ssim", "ms_ssim", "mae"}
         for k, v in frozen.items():  # float noise only: 1e-4 dB of PSNR, 1e-5 of the others

@@ -45,6 +45,7 @@ from dssim_mae_jax.training._config import Config, ConfigError, Phase
 from dssim_mae_jax.training._data import center_crop, load_dataset, sample_batch
 from dssim_mae_jax.training._evaluation import evaluate_dataset, make_evaluator
 from dssim_mae_jax.training._loop import NonFiniteLossError, train_and_evaluate
+from dssim_mae_jax.training._restore import Restorer, load_restorer
 from dssim_mae_jax.training._schedules import (
     label_params,
     learning_rate_schedules,
@@ -65,6 +66,7 @@ __all__ = (
     "ConfigError",
     "NonFiniteLossError",
     "Phase",
+    "Restorer",
     "TrainState",
     "build_loss",
     "center_crop",
@@ -73,6 +75,7 @@ __all__ = (
     "label_params",
     "learning_rate_schedules",
     "load_dataset",
+    "load_restorer",
     "loss_weight_schedule",
     "make_evaluator",
     "make_optimizer",

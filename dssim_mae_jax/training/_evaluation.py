@@ -1,8 +1,10 @@
 """Held-out evaluation: PSNR, SSIM, MS-SSIM, MAE (and Y-channel metrics for super-resolution)
-of the model and of its input, one image at a time."""
+of the model and of its input, one image at a time; each image's scores by name, with its
+colour cast; and a cheap fixed probe of held-out PSNR for the training curves."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -130,3 +132,106 @@ def evaluate_dataset(
         for which, m in per_image.items()
     }
     return means, shown
+
+
+def colour_cast(restored: jax.Array, clean: jax.Array) -> jax.Array:
+    """Mean of ``restored - clean`` over the pixels, per channel, in 8-bit levels (0..255).
+
+    The offset a loss leaves in each channel's mean (SSIM terms are blind to it: their
+    luminance term compares means only relatively); ``[..., C]`` for images ``[..., H, W, C]``
+    in [0, 1].
+    """
+    return 255.0 * jnp.mean(restored - clean, axis=(-3, -2))
+
+
+@functools.partial(jax.jit, static_argnames="border")
+def _score(images: jax.Array, clean: jax.Array, border: int) -> dict[str, jax.Array]:
+    out = image_metrics(images, clean)
+    if border:
+        out.update(y_metrics(images, clean, border))
+    out["cast"] = colour_cast(images, clean)
+    return out
+
+
+def score_images(
+    config: Config, shown: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], names
+) -> dict[str, dict]:
+    """Each held-out image's metrics, by name: ``{name: {"input": {...}, "model": {...}}}``.
+
+    `shown` is what `evaluate_dataset` returns beside the means (each image's input row,
+    restoration and clean crop, as scored), so the metrics are those the means average.
+    Each row also has ``cast``: its :func:`colour_cast`, one value per channel.
+    """
+    border = config.scale if config.task == "sr" else 0
+    out = {}
+    for name, (degraded, restored, clean) in zip(names, shown, strict=True):
+        both = jnp.stack([jnp.asarray(degraded), jnp.asarray(restored)])
+        m = jax.device_get(_score(both, jnp.broadcast_to(jnp.asarray(clean), both.shape), border))
+        out[name] = {
+            which: {
+                k: [float(c) for c in v[i]] if k == "cast" else float(v[i]) for k, v in m.items()
+            }
+            for i, which in enumerate(("input", "model"))
+        }
+    return out
+
+
+def format_images(per_image: dict[str, dict]) -> str:
+    """A line per held-out image: PSNR, SSIM and MAE of the model (of its input in brackets)
+    and the model's colour cast per channel, in levels."""
+    lines = []
+    width = max((len(n) for n in per_image), default=0)
+    for name, rows in per_image.items():
+        model, given = rows["model"], rows["input"]
+        cast = " ".join(f"{c:+.2f}" for c in model["cast"])
+        lines.append(
+            f"  {name:<{width}}  PSNR {model['psnr']:6.2f} dB ({given['psnr']:6.2f})  "
+            f"SSIM {model['ssim']:.4f} ({given['ssim']:.4f})  "
+            f"MAE {255 * model['mae']:5.2f} levels ({255 * given['mae']:5.2f})  "
+            f"cast [{cast}] levels"
+        )
+    return "\n".join(lines)
+
+
+def make_probe(
+    config: Config,
+    apply_fn: Callable,
+    images: Sequence[np.ndarray],
+    *,
+    seed: int,
+    crop: int = 64,
+    count: int = 4,
+) -> Callable:
+    """``probe(params) -> {"heldout_psnr": dB}``: a cheap held-out PSNR for the curves.
+
+    A fixed set of `count` crops (the centre `crop`-pixel squares of the first held-out
+    images, cycled if there are fewer) with fixed degradations (from `seed`), scored in one
+    jitted call: a few milliseconds, so it can run at every logged step. Its value is the
+    mean PSNR of the clipped restorations, which follows, but is not, the full held-out
+    evaluation's.
+
+    Args:
+      config: the run's config (task, degradation).
+      apply_fn: ``apply_fn(params, images) -> restored``.
+      images: the held-out images, float32 [H, W, C] in [0, 1].
+      seed: seed of the fixed degradations.
+      crop: side of each crop (smaller images are used whole, cropped to a common size).
+      count: number of crops.
+
+    Returns:
+      The probe (which returns ``{}`` when there is no held-out image).
+    """
+    if not images:
+        return lambda params: {}
+    multiple = config.scale if config.task == "sr" else 1
+    side = min(crop, *(min(im.shape[:2]) for im in images)) // multiple * multiple
+    clean = np.stack([center_crop(images[i % len(images)], side, multiple) for i in range(count)])
+    degraded = degrade(config, jnp.asarray(clean), jax.random.PRNGKey(seed))
+
+    @jax.jit
+    def probe(params, degraded, clean):
+        restored = jnp.clip(apply_fn(params, degraded).astype(jnp.float32), 0.0, 1.0)
+        return jnp.mean(dmj.psnr(restored, clean, max_val=1.0))
+
+    clean = jnp.asarray(clean)
+    return lambda params: {"heldout_psnr": float(probe(jax.device_get(params), degraded, clean))}

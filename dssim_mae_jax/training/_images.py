@@ -397,3 +397,122 @@ def _check_png_complete(path: str, data: bytes) -> None:
             f"{path}: incomplete PNG: its pixel data holds {got} of the {want} bytes its "
             f"{width}x{height} header needs (truncated or corrupt file)"
         )
+
+
+# ------------------------------------------------------------------ images to restore
+# Pillow modes of images with one or three channels (8-bit), and what they become.
+_GRAY8_MODES = ("1", "L")
+_COLOUR8_MODES = ("RGB", "P", "YCbCr")
+
+
+def read_photo(path: str) -> np.ndarray:
+    """Decodes the image file at `path` for restoration: uint8 or uint16 [H, W, 1 or 3],
+    upright (EXIF orientation applied).
+
+    Unlike the training reader, which drops alpha and takes 16-bit colour PNGs at 8-bit
+    precision, this reader keeps every bit and refuses what it cannot restore faithfully:
+    16-bit colour PNGs are decoded at 16 bits (with `pypng`), and images with an alpha
+    channel (or CMYK) are refused.
+
+    Raises:
+      UnusableImageError: `path` is not a regular file, not an image, truncated, or has
+        other than 1 (gray) or 3 (colour) channels.
+    """
+    from PIL import Image
+
+    data = _read_regular(path)
+    try:
+        with _strict_pillow(), Image.open(io.BytesIO(data)) as im:
+            mode, fmt, orientation = im.mode, im.format, _orientation(im)
+            _check_photo_mode(path, mode)
+            if fmt == "PNG" and _png_bit_depth(data) == 16 and mode == "RGB":
+                arr = _read_png16_colour(data)
+            else:
+                im.load()
+                if mode in _GRAY8_MODES:
+                    im = im.convert("L")
+                elif mode in _COLOUR8_MODES:
+                    im = im.convert("RGB")
+                arr = image_array(im)
+    except UnusableImageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise UnusableImageError(f"{path}: not an image file Pillow can read") from None
+    except Exception as e:  # truncated data and every other decoder failure
+        raise UnusableImageError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+    if fmt == "PNG":
+        _check_png_complete(path, data)
+    return np.ascontiguousarray(upright(arr, orientation))
+
+
+def check_photo(path: str) -> None:
+    """Checks, from its header only, that `path` is an image `read_photo` can read.
+
+    Raises:
+      UnusableImageError: as `read_photo`, except for damage found only when decoding.
+    """
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise UnusableImageError(f"{path}: not a file")
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+    except Image.UnidentifiedImageError:
+        raise UnusableImageError(f"{path}: not an image file Pillow can read") from None
+    except Exception as e:
+        raise UnusableImageError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+    _check_photo_mode(path, mode)
+
+
+def _check_photo_mode(path: str, mode: str) -> None:
+    if mode in GRAY16_MODES or mode in _GRAY8_MODES or mode in _COLOUR8_MODES:
+        return
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa", "CMYK"):
+        raise UnusableImageError(
+            f"{path}: {len(mode)} channels ({mode}); expected 1 "
+            "(grayscale) or 3 (RGB): remove the alpha channel or convert it to RGB"
+        )
+    raise UnusableImageError(
+        f"{path}: unsupported pixel format {mode!r}; expected 8- or 16-bit grayscale or RGB"
+    )
+
+
+def _png_bit_depth(data: bytes) -> int:
+    """The bit depth in a PNG's header (the IHDR chunk always comes first)."""
+    return data[24] if len(data) > 24 and data[12:16] == b"IHDR" else 0
+
+
+def _read_png16_colour(data: bytes) -> np.ndarray:
+    """A 16-bit RGB PNG at full precision (Pillow keeps only the high byte of each sample)."""
+    import png  # pypng
+
+    width, height, rows, info = png.Reader(bytes=data).asDirect()
+    arr = np.vstack([np.asarray(r, np.uint16) for r in rows])
+    return arr.reshape(height, width, info["planes"])
+
+
+def write_png(path: str, pixels: np.ndarray) -> None:
+    """Writes uint8 or uint16 pixels [H, W, 1 or 3] as a PNG of that bit depth.
+
+    Raises:
+      ValueError: another dtype or channel count.
+    """
+    from PIL import Image
+
+    pixels = np.asarray(pixels)
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim != 3:
+        raise ValueError(
+            f"pixels: expected uint8/uint16 [H, W, C], got {pixels.dtype} {pixels.shape}"
+        )
+    if pixels.shape[-1] not in (1, 3):
+        raise ValueError(f"pixels: expected 1 or 3 channels, got shape {pixels.shape}")
+    h, w, c = pixels.shape
+    if pixels.dtype == np.uint16:
+        import png  # pypng: Pillow cannot write 16-bit colour
+
+        writer = png.Writer(w, h, bitdepth=16, greyscale=c == 1)
+        with open(path, "wb") as f:
+            writer.write(f, pixels.reshape(h, w * c))
+    else:
+        Image.fromarray(pixels[..., 0] if c == 1 else pixels).save(path)

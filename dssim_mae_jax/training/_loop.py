@@ -36,7 +36,14 @@ from ._data import (
     find_images,
     open_data,
 )
-from ._evaluation import check_eval_crop, evaluate_dataset, make_evaluator
+from ._evaluation import (
+    check_eval_crop,
+    evaluate_dataset,
+    format_images,
+    make_evaluator,
+    make_probe,
+    score_images,
+)
 from ._pipeline import to_float
 from ._schedules import optimizer_from_config, schedule_from_config
 from ._steps import TrainState, build_loss, create_train_state, train_step
@@ -401,6 +408,8 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
     state, stop_reason, pending = run.state, None, []
     rate = _Rate(run.start)
     loader = Prefetcher(run.make_batch, run.start, c.steps, c.prefetch)
+    # Held-out PSNR of a few fixed crops at every logged step (the curve in curves.png).
+    probe = make_probe(c, state.apply_fn, run.dataset.eval, seed=c.seed + 2)
     try:
         with _Stop() as stop:
             for index, batch in loader:
@@ -409,7 +418,8 @@ def _train(run: _Run, writer: MetricWriter, stop_at_step: int | None):
                 step = index + 1
                 writer.advance()
                 if log(step):
-                    writer.write_record(_record(c, step, pending, state, rate(step)))
+                    record = _record(c, step, pending, state, rate(step))
+                    writer.write_record({**record, **probe(state.params)})
                     _stop_if_diverged(c, jax.device_get(pending[-1]), step, run.checkpoints)
                     pending = []
                 if _stop_requested(stop, step, log_step=log.every_steps):
@@ -500,12 +510,17 @@ def _evaluate(run: _Run, state: TrainState, writer: MetricWriter) -> dict:
             f"the model diverged: its held-out metrics {', '.join(bad)} are not finite; "
             "no eval.json written"
         )
+    # Each held-out image by name, with its colour cast (eval.json and the console).
+    means = {**means, "images": score_images(config, shown, run.dataset.eval_names)}
     if run.chief:
         write_json(os.path.join(run.workdir, "eval.json"), means)
-        writer.write_eval(int(jax.device_get(state.step)), means)
+        print("held-out images, model (input):\n" + format_images(means["images"]), flush=True)
+        writer.write_eval(
+            int(jax.device_get(state.step)), {k: means[k] for k in ("input", "model")}
+        )
         names = [(s, p.name) for s, p in zip(config.phase_boundaries, config.phases, strict=True)]
         _plots.plot_curves(writer.records, names, os.path.join(run.workdir, "curves.png"))
         if config.num_samples:
             path = os.path.join(run.workdir, "samples.png")
-            _plots.plot_samples(shown, path, num=config.num_samples)
+            _plots.plot_samples(shown, path, num=config.num_samples, names=run.dataset.eval_names)
     return means

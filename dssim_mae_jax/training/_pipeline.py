@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
+import os
+import threading
+import time
 from collections.abc import Sequence
 
 import jax
@@ -238,7 +242,10 @@ class PatchStream:
                 options = grain.MultiprocessingOptions(
                     num_workers=workers, per_worker_buffer_size=max(buffer, 1)
                 )
-                ds = ds.mp_prefetch(options)
+                # Workers end when this process dies, even by SIGKILL (no cleanup runs).
+                ds = ds.mp_prefetch(
+                    options, worker_init_fn=functools.partial(exit_with_parent, os.getpid())
+                )
             self._iter = iter(ds)
 
     def __iter__(self):
@@ -268,6 +275,42 @@ class PatchStream:
         if close is not None:
             close()
         self._iter = None
+
+
+def exit_with_parent(
+    parent_pid: int, worker_index: int = 0, worker_count: int = 1, *, interval: float = 0.2
+) -> None:
+    """Makes this (worker) process exit within `interval` seconds of `parent_pid` dying.
+
+    Passed to Grain as the workers' ``worker_init_fn`` (hence the unused index and count).
+    A killed parent runs no cleanup, so its workers would live on; and since each worker
+    holds the write end of multiprocessing's resource-tracker pipe, the tracker too would
+    wait for ever. A daemon thread polls ``os.getppid()``: when the parent dies the worker is
+    re-parented (to init or a subreaper) and exits at once; the tracker then sees the pipe
+    close and exits as well. Polling is used instead of Linux's ``PR_SET_PDEATHSIG``, which
+    fires when the *thread* that started the worker ends (Grain starts workers from whichever
+    thread first asks for a batch, e.g. a prefetch thread), and which exists only on Linux.
+
+    Args:
+      parent_pid: the process whose death ends this one (the one that started the workers).
+      worker_index: Grain's worker index (unused).
+      worker_count: Grain's number of workers (unused).
+      interval: seconds between two checks.
+    """
+    del worker_index, worker_count
+
+    def orphaned() -> bool:
+        return os.getppid() != parent_pid
+
+    if orphaned():  # the parent died before this worker got here
+        os._exit(1)
+
+    def watch():
+        while not orphaned():
+            time.sleep(interval)
+        os._exit(1)  # no cleanup: the pipes to the dead parent are gone
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _absl_flags_parsed() -> None:
