@@ -83,6 +83,29 @@ def weighted_image_mean(value_map, weights):
     return jnp.mean(per_channel, axis=-1)
 
 
+def balance(x, sizes, halo: int, mask=None):
+    """`x` with the padding past ``halo`` pixels of each image set so the bucket's mean is the image's.
+
+    The functions subtract each image's mean before filtering (for float
+    precision; the value does not depend on it). Filling the padding no map
+    position reads with the value that keeps that mean makes the bucketed
+    computation round as the unpadded one does (measured: about 1e-7 instead
+    of 1e-6 for SSIM in float32). Masked-out pixels count as 0, as the
+    functions zero them.
+    """
+    height, width = x.shape[1], x.shape[2]
+    inside = region(sizes, height, width)
+    near = region(sizes + halo, height, width)
+    if mask is not None:
+        x = jnp.where(mask > 0, x, 0.0)
+    n = jnp.sum(inside, axis=(1, 2), keepdims=True).astype(x.dtype)
+    mean = jnp.sum(jnp.where(inside, x, 0.0), axis=(1, 2), keepdims=True) / n
+    near_sum = jnp.sum(jnp.where(near, x, 0.0), axis=(1, 2), keepdims=True)
+    n_far = float(height * width) - jnp.sum(near, axis=(1, 2), keepdims=True).astype(x.dtype)
+    fill = (mean * float(height * width) - near_sum) / jnp.maximum(n_far, 1.0)
+    return jnp.where(near, x, fill)
+
+
 def _center_crop(m, filter_size: int):
     """The mask at the centres of the valid windows (as the functions weight a valid map)."""
     before = (filter_size - 1) // 2
@@ -108,6 +131,8 @@ def windowed(fn, x, y, mask, sizes, *, filter_size: int, padding: str, options: 
         if mask is not None:
             # "same" counts the padding as (zero) data; "valid" never reaches it.
             mask = jnp.where(inside, mask, 1.0 if padding == "same" else 0.0)
+    halo = 0 if padding == "valid" else filter_size // 2
+    x, y = balance(x, sizes, halo, mask), balance(y, sizes, halo, mask)
     value_map = fn(x, y, mask=mask, return_map=True, padding=padding, **options)
     if padding == "valid":
         weights = _inside(sizes, height, width, filter_size)
@@ -142,9 +167,10 @@ def ms_ssim(x, y, mask, sizes, *, weights: tuple[float, ...], filter_size: int, 
                 mask = pooled
             sizes = (sizes + 1) // 2
         last = level == len(weights) - 1
+        xb, yb = balance(x, sizes, 0, mask), balance(y, sizes, 0, mask)
         level_options = dict(options) if last else {**options, "k1": CS_K1}
         value_map = dmj.ssim(
-            x, y, mask=mask, return_map=True, padding="valid", filter_size=filter_size,
+            xb, yb, mask=mask, return_map=True, padding="valid", filter_size=filter_size,
             **level_options,
         )  # fmt: skip
         w = _inside(sizes, x.shape[1], x.shape[2], filter_size)
