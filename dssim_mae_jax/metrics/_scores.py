@@ -133,6 +133,9 @@ def windowed(fn, x, y, mask, sizes, *, filter_size: int, padding: str, options: 
             mask = jnp.where(inside, mask, 1.0 if padding == "same" else 0.0)
     halo = 0 if padding == "valid" else filter_size // 2
     x, y = balance(x, sizes, halo, mask), balance(y, sizes, halo, mask)
+    if mask is not None:
+        # The balancing fill must count as data (no map position used reads it).
+        mask = jnp.where(region(sizes + halo, height, width), mask, 1.0)
     value_map = fn(x, y, mask=mask, return_map=True, padding=padding, **options)
     if padding == "valid":
         weights = _inside(sizes, height, width, filter_size)
@@ -168,9 +171,10 @@ def ms_ssim(x, y, mask, sizes, *, weights: tuple[float, ...], filter_size: int, 
             sizes = (sizes + 1) // 2
         last = level == len(weights) - 1
         xb, yb = balance(x, sizes, 0, mask), balance(y, sizes, 0, mask)
+        mb = None if mask is None else jnp.where(region(sizes, x.shape[1], x.shape[2]), mask, 1.0)
         level_options = dict(options) if last else {**options, "k1": CS_K1}
         value_map = dmj.ssim(
-            xb, yb, mask=mask, return_map=True, padding="valid", filter_size=filter_size,
+            xb, yb, mask=mb, return_map=True, padding="valid", filter_size=filter_size,
             **level_options,
         )  # fmt: skip
         w = _inside(sizes, x.shape[1], x.shape[2], filter_size)
