@@ -1,4 +1,4 @@
-"""Evaluation protocols of restoration papers: Y channel, border crop, MATLAB ``ssim.m`` downsampling.
+"""Evaluation protocols of restoration papers: Y channel, border crop, ``ssim.m`` downsampling.
 
 Pure functions on ``[..., H, W, C]`` images; the metric states of
 :mod:`dssim_mae_jax.metrics` apply them (options ``y_channel``, ``crop_border``
@@ -113,7 +113,7 @@ def check_crop_border(border) -> None:
 
 def matlab_round(value: float) -> int:
     """MATLAB's ``round``: to the nearest integer, halves away from zero."""
-    return int(math.floor(abs(value) + 0.5)) * (1 if value >= 0 else -1)
+    return math.floor(abs(value) + 0.5) * (1 if value >= 0 else -1)
 
 
 def matlab_downsample_factor(height: int, width: int) -> int:

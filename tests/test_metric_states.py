@@ -206,7 +206,9 @@ def test_options_and_errors():
     with pytest.raises(ValueError, match="fit_scales"):
         MSSSIM.empty(max_val=1.0).update(p[None], t[None])
     with pytest.raises(ValueError, match="one channel"):
-        PSNR.empty(max_val=1.0, y_channel=True).update(p[None], t[None], mask=np.ones((100, 120, 3)))
+        PSNR.empty(max_val=1.0, y_channel=True).update(
+            p[None], t[None], mask=np.ones((100, 120, 3))
+        )
     with pytest.raises(ValueError, match="mask"):
         PSNR.empty(max_val=1.0).update(p[None], t[None], mask=-np.ones((100, 120, 1)))
 

@@ -84,7 +84,7 @@ def weighted_image_mean(value_map, weights):
 
 
 def balance(x, sizes, halo: int, mask=None):
-    """`x` with the padding past ``halo`` pixels of each image set so the bucket's mean is the image's.
+    """`x` with the padding past ``halo`` pixels set so that each image keeps its mean.
 
     The functions subtract each image's mean before filtering (for float
     precision; the value does not depend on it). Filling the padding no map
@@ -120,7 +120,7 @@ def _inside(sizes, height: int, width: int, filter_size: int):
 
 
 def windowed(fn, x, y, mask, sizes, *, filter_size: int, padding: str, options: dict):
-    """Per-image mean of ``fn(..., return_map=True)`` (``ssim``/``multi_sigma_ssim``) of a bucket."""
+    """Per-image mean of ``fn(..., return_map=True)`` (``ssim``, ``multi_sigma_ssim``), bucketed."""
     height, width = x.shape[1], x.shape[2]
     inside = region(sizes, height, width)
     if padding == "reflect":

@@ -147,7 +147,7 @@ class _MetricState:
                 state = self
                 for p, t, m in zip(predictions, targets, masks, strict=True):
                     state = state.update(p, t, mask=None if m is None else jnp.asarray(m)[None])
-                return state if isinstance(state, type(self)) else state
+                return state
             return self._update_bucketed(predictions, targets, masks, listed=True)
         if _is_traced(predictions, targets, mask) or self.opts["bucket_growth"] is None:
             return _exact_step(self, predictions, targets, mask)
@@ -227,7 +227,9 @@ class _MetricState:
                 f"`other` must be a {type(self).__name__} state with the same options, got "
                 f"{type(other).__name__} with options {getattr(other, 'options', None)}."
             )
-        sums, compensation = _neumaier(self.sums, self.compensation + other.compensation, other.sums)
+        sums, compensation = _neumaier(
+            self.sums, self.compensation + other.compensation, other.sums
+        )
         values = self.values
         capacity = values.shape[0]
         if capacity:
@@ -358,14 +360,12 @@ def _protocol_images(state, x, y, mask):
 @jax.jit
 def _exact_step(state, predictions, targets, mask):
     x, y, mask = _protocol_images(state, predictions, targets, mask)
-    lead = x.shape[:-3]
     scores = state._exact_scores(x, y, mask, state.opts)
     scores = {k: v.reshape(-1) for k, v in scores.items()}
     if mask is None:
         counted = jnp.ones(scores["value"].shape, bool)
     else:
         counted = (jnp.sum(mask, axis=(-3, -2, -1)) > 0).reshape(-1)
-    del lead
     slots = state.count + jnp.cumsum(counted.astype(jnp.int32)) - 1
     return state._fold(scores, counted, slots)
 
@@ -513,7 +513,9 @@ class MultiSigmaSSIM(_MetricState):
 
     @staticmethod
     def _exact_scores(x, y, mask, o):
-        return {"value": dmj.multi_sigma_ssim(x, y, mask=mask, **_function_options(MultiSigmaSSIM, o))}
+        return {
+            "value": dmj.multi_sigma_ssim(x, y, mask=mask, **_function_options(MultiSigmaSSIM, o))
+        }
 
     @staticmethod
     def _bucket_scores(x, y, mask, sizes, key, o):
