@@ -42,17 +42,18 @@ class NnxMetric(nnx.metrics.Metric):
 
     def reset(self) -> None:
         """Empties the state (same options)."""
-        self.state.value = self.state.value.reset()
+        self.state.set_value(self.state.get_value().reset())
 
     def update(self, *, mask=None, **kwargs) -> None:
         """Adds the images in ``kwargs[predictions]`` and ``kwargs[targets]``."""
         for name in (self.predictions, self.targets):
             if name not in kwargs:
                 raise TypeError(f"NnxMetric.update() needs the keyword argument {name!r}.")
-        self.state.value = self.state.value.update(
+        new = self.state.get_value().update(
             kwargs[self.predictions], kwargs[self.targets], mask=mask
         )
+        self.state.set_value(new)
 
     def compute(self):
         """The dataset value of the state."""
-        return self.state.value.compute()
+        return self.state.get_value().compute()
