@@ -455,8 +455,7 @@ class SSIM(_MetricState):
         factor = _protocols.matlab_downsample_factor(h, w) if o["matlab_downsample"] else 1
         if factor > 1:
             h, w = -(-h // factor), -(-w // factor)
-        if o["padding"] == "valid":
-            super()._bucket_key(h, w, o)
+        super()._bucket_key(h, w, o)  # the function rejects smaller images for every padding
         return factor
 
     @staticmethod
@@ -504,12 +503,6 @@ class MultiSigmaSSIM(_MetricState):
     @classmethod
     def _filter_size(cls, o) -> int:
         return o["filter_size"]
-
-    @classmethod
-    def _bucket_key(cls, h, w, o):
-        if o["padding"] == "valid":
-            super()._bucket_key(h, w, o)
-        return None
 
     @staticmethod
     def _exact_scores(x, y, mask, o):
