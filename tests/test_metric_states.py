@@ -14,6 +14,10 @@ import dssim_mae_jax as dmj
 from dssim_mae_jax.metrics import MAE, MSSSIM, PSNR, SSIM, MultiSigmaSSIM, _states
 
 TOL = 1e-6  # float32: each image's value against its unpadded value
+# multi_sigma_ssim multiplies five contrast-structure maps; in float32 the function itself is
+# about 9e-7 from its float64 value on these crops (measured with jax.enable_x64, filter_size=9,
+# padding="same"), and the bucketed value as close on the other side, so they may differ by 2e-6.
+TOLS = {"MultiSigmaSSIM": 2e-6}
 
 # (state class, public function, options) for every state; small windows keep it quick.
 CASES = [
@@ -61,8 +65,9 @@ def test_mixed_sizes_equal_unpadded(cls, fn, options, masked):
     masks = [_mask(h, w, 10 + i) for i, (h, w) in enumerate(SIZES)] if masked else None
     want = _per_image(fn, preds, targets, masks or [None] * len(SIZES), options)
     state = cls.empty(max_val=1.0, keep_values=8, **options).update(preds, targets, mask=masks)
-    np.testing.assert_allclose(np.asarray(state.per_image()), want, rtol=0, atol=TOL)
-    np.testing.assert_allclose(float(state.compute()), want.mean(), rtol=0, atol=TOL)
+    tol = TOLS.get(cls.__name__, TOL)
+    np.testing.assert_allclose(np.asarray(state.per_image()), want, rtol=0, atol=tol)
+    np.testing.assert_allclose(float(state.compute()), want.mean(), rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -90,16 +95,17 @@ def test_batches_accumulate_like_one_call(cls, fn, options):
     for lo, hi in ((0, 2), (2, 5), (5, 6)):
         eager = eager.update(preds[lo:hi], targets[lo:hi])
         jitted = step(jitted, preds[lo:hi], targets[lo:hi])
+    tol = TOLS.get(cls.__name__, TOL)
     for state in (eager, jitted):
         assert int(state.count) == 6
-        np.testing.assert_allclose(np.asarray(state.per_image()), want, rtol=0, atol=TOL)
-        np.testing.assert_allclose(float(state.compute()), want.mean(), rtol=0, atol=TOL)
+        np.testing.assert_allclose(np.asarray(state.per_image()), want, rtol=0, atol=tol)
+        np.testing.assert_allclose(float(state.compute()), want.mean(), rtol=0, atol=tol)
     # merge of the split halves: the same sums and the per-image values in order.
     a = empty.update(preds[:4], targets[:4])
     b = empty.update(preds[4:], targets[4:])
     merged = jax.jit(lambda x, y: x.merge(y))(a, b)
-    np.testing.assert_allclose(np.asarray(merged.per_image()), want, rtol=0, atol=TOL)
-    np.testing.assert_allclose(float(merged.compute()), want.mean(), rtol=0, atol=TOL)
+    np.testing.assert_allclose(np.asarray(merged.per_image()), want, rtol=0, atol=tol)
+    np.testing.assert_allclose(float(merged.compute()), want.mean(), rtol=0, atol=tol)
 
 
 def test_state_scans_over_batches_inside_jit():
@@ -152,8 +158,6 @@ def test_psnr_conventions_against_float64():
     np.testing.assert_allclose(float(state.image_mean()), image_mean, atol=2e-4)
     np.testing.assert_allclose(float(state.compute()), image_mean, atol=2e-4)
     np.testing.assert_allclose(float(state.pooled_mse()), pooled, atol=2e-4)
-    pooled_state = PSNR.empty(max_val=1.0, reduction="pooled_mse").merge
-    del pooled_state
     s2 = PSNR.empty(max_val=1.0, reduction="pooled_mse").update(
         [p for p, _ in pairs], [t for _, t in pairs]
     )
