@@ -663,8 +663,21 @@ def merge_processes(state):
     """`state` merged over every JAX process (each process gets the same result).
 
     Call it on every process (a collective) after each has updated its own
-    state with its share of the dataset. Per-image values are ordered by
-    process index.
+    state with its share of the dataset (eager updates need host-local
+    images). The states are gathered with
+    ``jax.experimental.multihost_utils.process_allgather`` and merged in
+    process order, so per-image values are ordered by process index.
+
+    Args:
+      state: this process's state (any of the metric states).
+
+    Returns:
+      The merged state; `state` itself with one process.
+
+    Examples:
+      >>> from dssim_mae_jax.metrics import PSNR, merge_processes
+      >>> int(merge_processes(PSNR.empty(max_val=1.0)).count)
+      0
     """
     if jax.process_count() == 1:
         return state
