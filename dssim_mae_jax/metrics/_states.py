@@ -440,7 +440,6 @@ class SSIM(_MetricState):
         "window": "gaussian",
         "padding": "valid",
     }
-    __doc__ = (__doc__ or "") + _COMMON_DOC
     _PROTOCOLS: ClassVar[tuple[str, ...]] = ("y_channel", "crop_border", "matlab_downsample")
 
     @classmethod
@@ -657,6 +656,10 @@ class MAE(_MetricState):
         if mask is not None:
             weights = weights * mask
         return {"value": dmj.mae(x, y, mask=weights, max_val=o["max_val"])}
+
+
+for _cls in (SSIM, MSSSIM, MultiSigmaSSIM, PSNR, MAE):
+    _cls.__doc__ = (_cls.__doc__ or "") + _COMMON_DOC
 
 
 def merge_processes(state):
