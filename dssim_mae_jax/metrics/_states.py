@@ -146,7 +146,7 @@ class _MetricState:
             if _is_traced(predictions, targets, masks) or self.opts["bucket_growth"] is None:
                 state = self
                 for p, t, m in zip(predictions, targets, masks, strict=True):
-                    state = state.update(p, t, mask=None if m is None else jnp.asarray(m)[None])
+                    state = state.update(p, t, mask=m)
                 return state
             return self._update_bucketed(predictions, targets, masks, listed=True)
         if _is_traced(predictions, targets, mask) or self.opts["bucket_growth"] is None:
