@@ -221,6 +221,16 @@ def test_no_buckets_calls_the_function_at_each_size():
     p, t = _pair(40, 45, 0)
     state = SSIM.empty(max_val=1.0, bucket_growth=None).update(p[None], t[None])
     assert float(state.compute()) == float(dmj.ssim(p[None], t[None], max_val=1.0)[0])
+    # A list of masked images: each image with its own mask, as the function takes it.
+    pairs = [_pair(h, w, i) for i, (h, w) in enumerate(SIZES[:2])]
+    masks = [_mask(h, w, i) for i, (h, w) in enumerate(SIZES[:2])]
+    state = SSIM.empty(max_val=1.0, bucket_growth=None, keep_values=2).update(
+        [p for p, _ in pairs], [t for _, t in pairs], mask=masks
+    )
+    want = [
+        float(dmj.ssim(p, t, max_val=1.0, mask=m)) for (p, t), m in zip(pairs, masks, strict=True)
+    ]
+    assert np.asarray(state.per_image()).tolist() == want
 
 
 def test_nnx_metric_in_multimetric():
