@@ -110,6 +110,12 @@ def train_grid(
     return ran
 
 
+def _command(argv: Sequence[str]) -> str:
+    """The command that trains and reports (``--report-only`` / ``--train-only`` left out)."""
+    kept = [a for a in argv if a not in ("--report-only", "--train-only")]
+    return " ".join([PROG, *kept])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     recipes = list(grid.GRID[: args.cells])
@@ -129,8 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = args.figures_dir or os.path.join(os.path.dirname(args.out) or ".", "figures")
     text = report.write_report(
         recipes, seeds=seeds, steps=steps, runs_dir=args.runs_dir, figures_dir=figures,
-        out=args.out, command=" ".join([PROG, *(sys.argv[1:] if argv is None else argv)]),
-        wall_s=time.perf_counter() - t0,
+        out=args.out, command=_command(sys.argv[1:] if argv is None else argv),
+        wall_s=None if args.report_only else time.perf_counter() - t0,
     )  # fmt: skip
     if not args.out:
         print(text)

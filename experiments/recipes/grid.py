@@ -77,25 +77,27 @@ MAE = Recipe(0.0)
 DEFAULT = Recipe(0.8, switch=DEFAULT_SWITCH)  # train.py's default before this study
 
 # Priority order. Seeds are the inner loop of the runner, so each cell finishes all its seeds
-# before the next cell starts.
+# before the next cell starts. The order was revised once during the study, after the first
+# remedy cell (alpha 0.2 + mean) cost PSNR: smaller alphas were moved forward.
 GRID: tuple[Recipe, ...] = (
     MAE,
-    DEFAULT,
     Recipe(0.2, remedy="mean", gamma=1.0),
-    Recipe(0.5, remedy="mean", gamma=1.0),
-    Recipe(0.2),
-    Recipe(0.84, remedy="mean", gamma=1.0),
     Recipe(0.1),
-    Recipe(0.2, switch=DEFAULT_SWITCH, remedy="mean", gamma=1.0),
-    Recipe(0.5),
+    Recipe(0.05),
+    Recipe(0.2),
+    DEFAULT,
+    Recipe(0.1, remedy="mean", gamma=1.0),
+    Recipe(0.5, remedy="mean", gamma=1.0),
+    Recipe(0.2, switch=0.6, remedy="mean", gamma=1.0),
+    Recipe(0.84, remedy="mean", gamma=1.0),
     Recipe(0.35, remedy="mean", gamma=1.0),
-    Recipe(0.5, remedy="lowpass", gamma=1.0),
-    Recipe(0.5, remedy="chroma", gamma=1.0),
     Recipe(0.2, structure="multi_sigma", remedy="mean", gamma=1.0),
     Recipe(0.2, structure="ms_ssim3", remedy="mean", gamma=1.0),
-    Recipe(0.05),
+    Recipe(0.5, remedy="lowpass", gamma=1.0),
+    Recipe(0.5, remedy="chroma", gamma=1.0),
+    Recipe(0.5),
     Recipe(0.84),
-    Recipe(0.5, switch=0.6, remedy="mean", gamma=1.0),
+    Recipe(0.2, switch=DEFAULT_SWITCH, remedy="mean", gamma=1.0),
     Recipe(0.2, remedy="mean", gamma=0.25),
     Recipe(0.35),
     Recipe(0.2, structure="multi_sigma"),

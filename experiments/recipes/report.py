@@ -93,6 +93,28 @@ def choose(summary: dict) -> tuple[str | None, str]:
     )
 
 
+def recipe_settings(recipe: grid_mod.Recipe) -> str:
+    """The recipe as `train.py` phases (JSON) and, for a remedy, the term it adds."""
+    mix = {"structural_weight": recipe.alpha, "mae_weight": round(1 - recipe.alpha, 10)}
+    first = {"structural_weight": 0.0, "mae_weight": 1.0} if recipe.switch else mix
+    share = recipe.switch or grid_mod.DEFAULT_SWITCH
+    phases = [
+        {"name": "first", "fraction": share, **first,
+         "learning_rates": {"body": 2e-3, "head": 2e-3}},
+        {"name": "second", "fraction": round(1 - share, 10), **mix,
+         "learning_rates": {"body": 5e-4, "head": 1e-3}},
+    ]  # fmt: skip
+    text = f"--phases '{json.dumps(phases)}'"
+    if recipe.structure != "ssim":
+        text += f"\nstructural term: 1 - {recipe.structure} (see experiments/recipes/losses.py)"
+    if recipe.remedy is not None:
+        text += (
+            f"\nplus {recipe.gamma:g} x the '{recipe.remedy}' term while the mix is on (not yet "
+            f"a library option: experiments/recipes/losses.py, remedy_term)"
+        )
+    return text
+
+
 def pareto(points: dict[str, tuple[float, float]]) -> list[str]:
     """Names of the points no other point beats on both PSNR and SSIM, by PSNR."""
     front = []
@@ -227,8 +249,8 @@ def write_report(recipes, *, seeds, steps, runs_dir, figures_dir, out, command, 
     )
     w("")
     w(f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
-      f"Python {platform.python_version()}, JAX {_jax_version(records)} on CPU; wall time of this "
-      f"command {wall_s / 60:.1f} min.")  # fmt: skip
+      f"Python {platform.python_version()}, JAX {_jax_version(records)} on CPU, shared with other "
+      f"jobs (load average at report time: {_load()}); {_wall(wall_s)}")  # fmt: skip
     cfg = _config(records)
     crop = cfg.get("eval_crop")
     budget = " (the default budget)" if steps == _default_steps() else ""
@@ -275,6 +297,14 @@ def write_report(recipes, *, seeds, steps, runs_dir, figures_dir, out, command, 
         + (f"**{summary[chosen]['recipe'].label}** (`{chosen}`): {why}." if chosen else why + ".")
     )
     w("")
+    if chosen:
+        w("As `train.py` settings (the structural/MAE weights per phase; the learning rates of "
+          "the default phases are unchanged):")  # fmt: skip
+        w("")
+        w("```")
+        w(recipe_settings(summary[chosen]["recipe"]))
+        w("```")
+        w("")
     for split in SPLITS:
         w(f"## {split.capitalize()} images: every complete recipe")
         w("")
@@ -444,6 +474,21 @@ def write_report(recipes, *, seeds, steps, runs_dir, figures_dir, out, command, 
     return text
 
 
+def _load() -> str:
+    try:
+        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def _wall(wall_s: float | None) -> str:
+    if wall_s is None:
+        return (
+            "the report was written from finished runs (each run's training seconds: last table)."
+        )
+    return f"wall time of this command {wall_s / 60:.1f} min."
+
+
 def _config(records: dict) -> dict:
     for cell in records.values():
         for rec in cell.values():
@@ -464,3 +509,19 @@ def _jax_version(records: dict) -> str:
     import jax
 
     return jax.__version__
+
+
+def read_summary(path: str) -> tuple[dict, list, list, int]:
+    """``(records, recipes, seeds, steps)`` from a report's JSON summary (e.g.
+    ``docs/results_recipes.json``), for `summarize` and the figures without the runs folder."""
+    with open(path) as f:
+        data = json.load(f)
+    records = {n: {int(s): rec for s, rec in cell.items()} for n, cell in data["runs"].items()}
+    by_name = {r.name: r for r in grid_mod.GRID}
+    recipes = []
+    for n, cell in records.items():
+        rec = next(iter(cell.values()))
+        recipes.append(by_name.get(n, grid_mod.Recipe(**rec["recipe"])))
+    order = {r.name: i for i, r in enumerate(grid_mod.GRID)}
+    recipes.sort(key=lambda r: order.get(r.name, len(order)))
+    return records, recipes, list(data["seeds"]), int(data["steps"])
