@@ -34,6 +34,15 @@ def test_mean_remedy_is_l1_of_channel_means():
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_smooth_mean_remedy_is_charbonnier_of_channel_means():
+    x, y = _pair(4)
+    d = x.astype(np.float64).mean((0, 1)) - y.astype(np.float64).mean((0, 1))
+    eps = 1 / 255
+    want = np.mean(np.sqrt(d**2 + eps**2) - eps)
+    got = float(losses.remedy_term(jnp.asarray(x), jnp.asarray(y), "smooth_mean"))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
 def test_lowpass_remedy_matches_scipy_gaussian_filter():
     x, y = _pair(1)
     s = losses.LOWPASS_SIGMA

@@ -14,6 +14,11 @@ Per image ``[H, W, C]`` in [0, 1]::
   - ``mean``: ``mean_c |mu_c(x) - mu_c(y)|``, the L1 distance of the per-channel means of the
     patch. Its derivative with respect to a uniform offset delta of a channel is
     ``sign(delta) / C``, whatever the size of delta: a restoring force that does not vanish.
+  - ``smooth_mean``: ``mean_c (sqrt(d_c^2 + eps^2) - eps)``, d_c = mu_c(x) - mu_c(y), eps =
+    one 8-bit level (Charbonnier). Like ``mean`` above one level, but its gradient goes to 0
+    smoothly at d = 0: the L1 form's gradient keeps a norm of about the same size at any
+    nonzero offset, so it never settles and, under global-norm gradient clipping, shrinks the
+    other terms' steps (`gradient_norms_at_init`).
   - ``lowpass``: MAE between the two images blurred by a Gaussian of sigma 4 (local means).
   - ``chroma``: MAE on the BT.601 chroma channels Cb, Cr (colour errors only).
 
@@ -42,7 +47,8 @@ import numpy as np
 import dssim_mae_jax as dmj
 
 STRUCTURES = ("ssim", "multi_sigma", "ms_ssim3")
-REMEDIES = (None, "mean", "lowpass", "chroma")
+REMEDIES = (None, "mean", "smooth_mean", "lowpass", "chroma")
+SMOOTH_EPS = 1.0 / 255.0  # smooth_mean: quadratic below one 8-bit level, L1 above
 MS3_POWERS = tuple(
     float(p) for p in np.asarray(dmj.MS_SSIM_WEIGHTS[:3]) / sum(dmj.MS_SSIM_WEIGHTS[:3])
 )
@@ -76,6 +82,9 @@ def remedy_term(x: jax.Array, y: jax.Array, remedy: str) -> jax.Array:
     """R(x, y) of one image pair [H, W, C] (scalar); see the module docstring."""
     if remedy == "mean":
         return jnp.mean(jnp.abs(jnp.mean(x, axis=(0, 1)) - jnp.mean(y, axis=(0, 1))))
+    if remedy == "smooth_mean":
+        d = jnp.mean(x, axis=(0, 1)) - jnp.mean(y, axis=(0, 1))
+        return jnp.mean(jnp.sqrt(d * d + SMOOTH_EPS**2) - SMOOTH_EPS)
     if remedy == "lowpass":
         blur = jax.vmap(lambda c: _gaussian_blur(c, LOWPASS_SIGMA), in_axes=-1, out_axes=-1)
         return dmj.mae(blur(x), blur(y), max_val=1.0)
@@ -164,4 +173,38 @@ def structural_gradient_drift(*, seed: int = 0) -> dict:
             "dssim_abs_sum": [float(v) for v in jnp.sum(jnp.abs(gs), axis=(0, 1))],
             "mae_sum": [float(v) for v in jnp.sum(gm, axis=(0, 1))],
         }
+    return out
+
+
+def gradient_norms_at_init(*, seed: int = 1, remedies=("mean", "smooth_mean")) -> dict:
+    """Global norm of the parameter gradient of each loss term alone, for `train.py`'s default
+    model at initialisation on its first batch (seed `seed`): MAE, 1 - SSIM and each remedy
+    in `remedies`. Gradient clipping (`train.py`: global norm 1) scales a step
+    by ``min(1, 1/norm)``."""
+    import optax
+
+    from dssim_mae_jax import training
+
+    config = training.Config(seed=seed)
+    data = training.load_dataset(config)
+    tx, _ = training.make_optimizer(config)
+    state = training.create_train_state(config, tx)
+    clean = jnp.asarray(
+        training.sample_batch(data.train, seed=seed, step=0, batch_size=16, patch_size=48)
+    )
+    key = jax.random.PRNGKey(seed)
+    noisy = clean + config.noise_sigma / 255.0 * jax.random.normal(key, clean.shape)
+    terms = {"mae": {"mae": 1.0}, "1 - ssim": {"structural": 1.0}}
+    terms.update({r: {"remedy": 1.0} for r in remedies})
+    out = {}
+    for name, w in terms.items():
+        weights = {"structural": 0.0, "mae": 0.0, "remedy": 0.0, **w}
+        remedy = name if name in remedies else None
+
+        def objective(params, weights=weights, remedy=remedy):
+            pred = state.apply_fn(params, noisy)
+            loss = jax.vmap(lambda a, b: recipe_loss(a, b, weights=weights, remedy=remedy)[0])
+            return jnp.mean(loss(pred, clean))
+
+        out[name] = float(optax.global_norm(jax.grad(objective)(state.params)))
     return out

@@ -280,6 +280,14 @@ def write_report(recipes, *, seeds, steps, runs_dir, figures_dir, out, command, 
         "absolute per-channel offset mean(restored − clean), in levels of 255."
     )
     w(
+        "- The loop is built from `dssim_mae_jax.training`'s pieces (`create_train_state`, "
+        "`make_optimizer`, `make_schedule`, `train_step` with the recipe's `loss_fn`, "
+        "`make_evaluator`); its batches come from `training.sample_batch` (the in-memory "
+        "sampler), not from `train.py`'s streamed pipeline, so a run here and `train.py` with "
+        "the same seed see different patches: compare recipes within this report, and "
+        "`train.py` runs with each other."
+    )
+    w(
         "- Loss per image: α·(1 − S) + (1 − α)·MAE (+ γ·R, the remedy), with S the SSIM "
         "(11-tap Gaussian σ 1.5, valid) unless stated; see `experiments/recipes/losses.py`."
     )
@@ -420,6 +428,20 @@ def write_report(recipes, *, seeds, steps, runs_dir, figures_dir, out, command, 
         "the means, and the network's shared filters let them drift while cs improves; with "
         "AdamW, whose steps are normalised per parameter, a weakly penalised direction is not a "
         "slowly moving one."
+    )
+    w("")
+    norms = losses.gradient_norms_at_init()
+    w(
+        "Gradient norms of each term alone at initialisation (`losses.gradient_norms_at_init()`, "
+        "the default model, first batch of seed 1; `train.py` clips the global norm at 1): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in norms.items())
+        + ". A mean term's pixel gradient is coherent (the same sign over a whole channel), so "
+        "its parameter gradient is large while the offset is large. The L1 form keeps that "
+        "size at every nonzero offset — it never fades at the optimum and keeps the clip "
+        "active, shrinking the other terms' steps — while the smooth form "
+        "(`smooth_mean`, Charbonnier with ε = 1 level) fades below one level. Both start large "
+        "at initialisation, where the untrained model's means are off by several levels; "
+        "switching the term on after an MAE phase avoids that."
     )
     w("")
     # ---- crops
