@@ -185,6 +185,8 @@ def gradient_norms_at_init(*, seed: int = 1, remedies=("mean", "smooth_mean")) -
 
     from dssim_mae_jax import training
 
+    # optax.tree.norm where it exists (optax.global_norm is deprecated in favour of it)
+    norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
     config = training.Config(seed=seed)
     data = training.load_dataset(config)
     tx, _ = training.make_optimizer(config)
@@ -206,5 +208,5 @@ def gradient_norms_at_init(*, seed: int = 1, remedies=("mean", "smooth_mean")) -
             loss = jax.vmap(lambda a, b: recipe_loss(a, b, weights=weights, remedy=remedy)[0])
             return jnp.mean(loss(pred, clean))
 
-        out[name] = float(optax.global_norm(jax.grad(objective)(state.params)))
+        out[name] = float(norm(jax.grad(objective)(state.params)))
     return out

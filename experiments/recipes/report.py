@@ -23,6 +23,7 @@ SPLITS = ("validation", "test")
 # above 0, no significant PSNR cost (the interval of ΔPSNR reaches 0 or is above it), and a mean
 # absolute channel offset under 1 level of 255.
 CAST_LIMIT = 1.0
+ZOOM_DB = 1.5  # the front figure shows the recipes within this many dB of MAE only
 
 
 def load_records(recipes, *, seeds, steps, runs_dir) -> dict:
@@ -164,6 +165,8 @@ def pareto_figure(summary: dict, chosen: str | None, path: str) -> None:
                 ]
                 ax.errorbar(p, s, xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, alpha=0.35)
             ax.plot(p, s, "o", color=colour, ms=7 if n in front else 5)
+            if "mae" in pts and p < pts["mae"][0] - ZOOM_DB:
+                continue
             ax.annotate(
                 f"{summary[n]['recipe'].label}\n(cast {d['cast']:.1f})", (p, s), fontsize=7,
                 xytext=(4, 3), textcoords="offset points",
@@ -171,6 +174,19 @@ def pareto_figure(summary: dict, chosen: str | None, path: str) -> None:
         fx = [pts[n][0] for n in front]
         fy = [pts[n][1] for n in front]
         ax.plot(fx, fy, "-", color="tab:green", alpha=0.6, label="Pareto front")
+        if "mae" in pts:  # zoom on the recipes within ZOOM_DB of MAE only; list the others
+            lo = pts["mae"][0] - ZOOM_DB
+            shown = [v for v in pts.values() if v[0] >= lo]
+            off = [n for n, v in pts.items() if v[0] < lo]
+            xs, ys = [v[0] for v in shown], [v[1] for v in shown]
+            pad_y = max(0.2 * (max(ys) - min(ys)), 0.002)
+            ax.set_xlim(lo, max(xs) + 0.25)
+            ax.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+            if off:
+                text = f"off the plot (PSNR more than {ZOOM_DB:g} dB below MAE only):\n"
+                text += "\n".join(f"{n}: {pts[n][0]:.2f} dB, {pts[n][1]:.4f}" for n in off)
+                ax.text(0.99, 0.01, text, transform=ax.transAxes, fontsize=7, ha="right",
+                        va="bottom", color="0.3")  # fmt: skip
         ax.set_xlabel("PSNR (dB) →")
         ax.set_ylabel("SSIM →")
         imgs = ", ".join(run.VALIDATION) if split == "validation" else "chelsea, coffee"
