@@ -139,6 +139,9 @@ def test_choice_rule_on_synthetic_records():
     summary = report.summarize(recs, [mae, good, costly], range(3))
     assert report.eligible(summary[good.name]) and not report.eligible(summary[costly.name])
     assert report.choose(summary)[0] == good.name
+    # without it: the fallback keeps no-PSNR-cost and no-cast, takes the larger SSIM gain
+    del summary[good.name]
+    assert report.choose(summary)[0] is None
 
 
 @pytest.mark.slow
