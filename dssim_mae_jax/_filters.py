@@ -63,8 +63,16 @@ def gaussian_taps(size: int, sigma: float) -> tuple[float, ...]:
     Matches the window of tf.image.ssim / dm_pix.ssim (``exp(-d^2 / (2 sigma^2))``
     with ``d = i - (size - 1) / 2``, normalised to sum 1), computed in float64.
     """
-    d = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(d**2) / (2.0 * float(sigma) ** 2))
+    d2 = (np.arange(size, dtype=np.float64) - (size - 1) / 2.0) ** 2
+    # Relative to the taps nearest the centre (exponent 0), so that no sigma,
+    # however small or large, underflows every tap or overflows sigma**2: a
+    # tiny sigma leaves the nearest tap(s) (a delta, or two halves for an even
+    # size), a huge one the box.
+    excess = d2 - d2.min()
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scale = 2.0 * np.float64(sigma) ** 2
+        g = np.where(excess == 0, 1.0, np.exp(-excess / scale))
+    g = np.where(np.isfinite(g), g, 0.0)
     return tuple(float(v) for v in g / g.sum())
 
 
@@ -185,6 +193,25 @@ def method_override(method: str | None) -> Iterator[None]:
         yield
     finally:
         _OVERRIDE.reset(token)
+
+
+def trace_context() -> tuple:
+    """Trace-time settings that change what a function compiles to (a cache key)."""
+    return (_OVERRIDE.get(), _CHUNK_OVERRIDE.get())
+
+
+def is_sharded(x) -> bool:
+    """Whether `x`'s type carries a sharding along some axis (explicit sharding).
+
+    Under ``jax.make_mesh``'s explicit axes a reshape that splits or merges a
+    sharded axis is refused, so such inputs are processed without batch
+    chunks. Auto-sharded and unsharded arrays have no sharding in their type.
+    """
+    try:
+        spec = jax.typeof(x).sharding.spec
+    except AttributeError:
+        return False
+    return any(entry is not None for entry in spec)
 
 
 # ------------------------------------------------------------------ batch chunks
