@@ -214,6 +214,22 @@ def is_sharded(x) -> bool:
     return any(entry is not None for entry in spec)
 
 
+def reshape_trailing(x: jnp.ndarray, shape: Sequence[int], keep: int) -> jnp.ndarray:
+    """`x` reshaped to `shape`, where the first `keep` axes are unchanged.
+
+    Under explicit sharding JAX asks for the sharding of a reshape's output:
+    the leading (batch) axes keep theirs and the reshaped trailing axes, which
+    are never sharded here, get none.
+    """
+    shape = tuple(shape)
+    if not is_sharded(x):
+        return x.reshape(shape)
+    sharding = jax.typeof(x).sharding
+    spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+    new = jax.sharding.PartitionSpec(*spec[:keep], *([None] * (len(shape) - keep)))
+    return lax.reshape(x, shape, out_sharding=jax.sharding.NamedSharding(sharding.mesh, new))
+
+
 # ------------------------------------------------------------------ batch chunks
 
 
@@ -275,7 +291,7 @@ def spread_channels(c: jnp.ndarray, shape: Sequence[int], method: str | None = N
     width = shape[-2]
     index = jnp.asarray(np.tile(np.arange(channels), width))
     rows = jnp.take(c, index, axis=-1, mode="clip")
-    return rows.reshape(*c.shape[:-2], width, channels)
+    return reshape_trailing(rows, (*c.shape[:-2], width, channels), c.ndim - 2)
 
 
 # ------------------------------------------------------------------ shifted slices
@@ -348,7 +364,7 @@ def _stacked(arrays, taps: Sequence[float], n_spatial: int, transpose: bool):
     major_axes = tuple(range(-n_spatial, -1))  # in the merged [..., W * C] layout
     firsts = []
     for a in arrays:
-        a = a.reshape(*a.shape[:-2], a.shape[-2] * channels)
+        a = reshape_trailing(a, (*a.shape[:-2], a.shape[-2] * channels), a.ndim - 2)
         for axis in major_axes:
             a = _filter_axis(_pad_axis(a, axis, grow) if grow else a, taps, axis)
         firsts.append(_pad_axis(a, -1, grow * channels) if grow else a)
@@ -364,7 +380,10 @@ def _stacked(arrays, taps: Sequence[float], n_spatial: int, transpose: bool):
         ]
     else:
         pieces = [_filter_axis(a, taps, -1, channels) for a in firsts]
-    return tuple(p.reshape(*p.shape[:-1], out_width // channels, channels) for p in pieces)
+    return tuple(
+        reshape_trailing(p, (*p.shape[:-1], out_width // channels, channels), p.ndim - 1)
+        for p in pieces
+    )
 
 
 def _banded(n_in: int, taps: Sequence[float], dtype) -> jnp.ndarray:

@@ -90,7 +90,9 @@ def prepare_pair(
         bad = bad | _per_image_any(~finite | (mask < 0), spatial_dims)
         # Relative weights: a uniform mask of any finite c > 0 is all ones.
         largest = jnp.max(jnp.where(finite, mask, 0.0), axis=tuple(range(-1 - spatial_dims, 0)))
-        largest = largest.reshape(largest.shape + (1,) * (spatial_dims + 1))
+        largest = jnp.expand_dims(
+            largest, tuple(range(largest.ndim, largest.ndim + spatial_dims + 1))
+        )
         mask = jnp.where(largest > 0, mask / jnp.where(largest > 0, largest, 1.0), 0.0)
         keep = mask > 0
         x, y = jnp.where(keep, x, 0.0), jnp.where(keep, y, 0.0)

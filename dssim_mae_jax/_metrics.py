@@ -58,7 +58,7 @@ def psnr_from_pair(pair: _inputs.Pair) -> jax.Array:
     s = lax.stop_gradient(jnp.max(size, axis=axes))
     zero = s == 0
     safe = jnp.where(zero, 1.0, s)
-    scaled = pair.diff / safe.reshape(safe.shape + (1,) * len(axes))
+    scaled = pair.diff / jnp.expand_dims(safe, tuple(range(safe.ndim, safe.ndim + len(axes))))
     mse = _reductions.weighted_mean(jnp.square(scaled), pair.mask, axes, 0.0)
     zero = zero | (mse == 0)
     value = -10.0 * jnp.log10(jnp.where(zero, 1.0, mse)) - 20.0 * jnp.log10(safe)

@@ -11,7 +11,9 @@ from dssim_mae_jax import _filters
 
 def nan_where(bad, value, trailing: int = 0):
     """`value` with NaN for the images flagged `bad` (``trailing`` axes after the batch)."""
-    return jnp.where(bad.reshape(bad.shape + (1,) * trailing), jnp.nan, value)
+    return jnp.where(
+        jnp.expand_dims(bad, tuple(range(bad.ndim, bad.ndim + trailing))), jnp.nan, value
+    )
 
 
 def weighted_mean(values, weights, axes, empty):

@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
     }
     for kind, mesh in meshes.items():
         sharding = NamedSharding(mesh, P("batch"))
-        with jax.sharding.use_mesh(mesh):
+        with jax.set_mesh(mesh):
             xs, ys = jax.device_put(x, sharding), jax.device_put(y, sharding)
             bs = jax.device_put(big, sharding)
             got = {
