@@ -88,12 +88,17 @@ def prepare_pair(
         mask = lax.stop_gradient(_validation.broadcast_mask(mask, x.shape, x.dtype))
         finite = jnp.isfinite(mask)
         bad = bad | _per_image_any(~finite | (mask < 0), spatial_dims)
-        # Relative weights: a uniform mask of any finite c > 0 is all ones.
-        largest = jnp.max(jnp.where(finite, mask, 0.0), axis=tuple(range(-1 - spatial_dims, 0)))
-        largest = jnp.expand_dims(
-            largest, tuple(range(largest.ndim, largest.ndim + spatial_dims + 1))
-        )
-        mask = jnp.where(largest > 0, mask / jnp.where(largest > 0, largest, 1.0), 0.0)
+        # Relative weights: each image's mask is scaled by a power of two that brings
+        # its largest weight into [0.5, 1), exactly (a uniform mask of any finite c > 0
+        # is uniform and normal). Two factors, each a normal float32, and no division:
+        # XLA:CPU turns a division by a broadcast into a product with its reciprocal,
+        # which flushes to 0 for weights above about 8.5e37.
+        axes = tuple(range(-1 - spatial_dims, 0))
+        largest = jnp.max(jnp.where(finite, mask, 0.0), axis=axes, keepdims=True)
+        _, exponent = jnp.frexp(jnp.where(largest > 0, largest, 1.0))
+        half = exponent // 2
+        one = jnp.ones((), mask.dtype)
+        mask = mask * jnp.ldexp(one, -half) * jnp.ldexp(one, half - exponent)
         keep = mask > 0
         x, y = jnp.where(keep, x, 0.0), jnp.where(keep, y, 0.0)
     bad = bad | _per_image_any(~(jnp.isfinite(x) & jnp.isfinite(y)), spatial_dims)

@@ -212,8 +212,13 @@ def test_integer_images_above_max_val():
 
 def test_old_spellings_warn_and_work():
     x, y = _images()
-    with pytest.warns(DeprecationWarning, match="structural_weight"):
+    with pytest.warns(DeprecationWarning) as record:
         cfg = dmj.LossConfig(w_structural=0.7, w_absolute=0.3)
+    messages = {str(w.message) for w in record}
+    assert messages == {
+        "`w_structural` is deprecated; use `structural_weight`.",
+        "`w_absolute` is deprecated; use `mae_weight`.",
+    }
     assert (cfg.structural_weight, cfg.mae_weight) == (0.7, 0.3)
     with pytest.warns(DeprecationWarning, match="'structural'"):
         old, _ = dmj.make_loss("seed-naive")(x, y, weights={"ssim": 0.5})
