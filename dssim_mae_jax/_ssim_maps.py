@@ -81,8 +81,26 @@ class Terms(NamedTuple):
     d: jnp.ndarray  # B1 * B2
 
 
-def _filter(spec: Spec, arrays):
-    return _filters.filter_valid_many(arrays, taps=spec.taps, axes=spec.axes)
+# The filtering method of the tangent (None: as the primal, see `tangent_method`).
+TANGENT_METHOD = None
+
+
+def tangent_method() -> str | None:
+    """How the tangent is filtered: reverse mode runs JAX's transpose of this filter.
+
+    On XLA:CPU the transpose of the shifted-slice filters (sums of pads) was
+    measured 4.5x slower than the hand-written adjoint (``docs/benchmarks.md``);
+    the banded-matrix filter transposes into matrix products, which XLA:CPU
+    runs fast, so the CPU tangent uses it. Elsewhere the tangent is filtered
+    like the primal.
+    """
+    if TANGENT_METHOD is not None:
+        return TANGENT_METHOD
+    return "matmul" if _filters.resolve_method() == "stacked" else None
+
+
+def _filter(spec: Spec, arrays, method=None):
+    return _filters.filter_valid_many(arrays, taps=spec.taps, axes=spec.axes, method=method)
 
 
 def centered_moments(spec: Spec, x, y, mask) -> tuple[Centered, Moments]:
@@ -196,7 +214,7 @@ def _maps_rule_jvp(spec: Spec, primals, tangents):
     values = (txp, typ, 2.0 * (c.xp * txp + c.yp * typ), 2.0 * (c.dp * tdp))
     if c.mp is not None:
         values = tuple(c.mp * v for v in values)
-    moments = _filter(spec, values)
+    moments = _filter(spec, values, tangent_method())
     if c.inv_w is not None:
         moments = tuple(v * c.inv_w for v in moments)
 
