@@ -22,12 +22,14 @@ SCRIPT = textwrap.dedent(
     x = rng.random((8, 32, 32, 3)).astype(np.float32)
     y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
     big = rng.random((4, 40, 40, 1)).astype(np.float32)
+    zhao = dmj.make_loss("zhao-mix", filter_size=11, reduction="mean")
+    ms = lambda a, b: dmj.ms_ssim(a, b, max_val=1.0, filter_size=3)
     expected = {
         "ssim": dmj.ssim(x, y, max_val=1.0),
         "grad": jax.grad(lambda a: dmj.ssim(a, y, max_val=1.0).sum())(x),
         "jvp": jax.jvp(lambda a: dmj.ssim(a, y, max_val=1.0), (x,), (y,))[1],
-        "zhao": jax.grad(lambda a: dmj.make_loss("zhao-mix", filter_size=11, reduction="mean")(a, y)[0])(x),
-        "ms": dmj.ms_ssim(big, 0.9 * big, max_val=1.0, filter_size=3),
+        "zhao": jax.grad(lambda a: zhao(a, y)[0])(x),
+        "ms": ms(big, 0.9 * big),
     }
     meshes = {
         "explicit": jax.make_mesh((4,), ("batch",)),
@@ -45,9 +47,9 @@ SCRIPT = textwrap.dedent(
                     lambda a, b: jax.jvp(lambda p: dmj.ssim(p, b, max_val=1.0), (a,), (b,))[1]
                 )(xs, ys),
                 "zhao": jax.jit(
-                    jax.grad(lambda a, b: dmj.make_loss("zhao-mix", filter_size=11, reduction="mean")(a, b)[0])
+                    jax.grad(lambda a, b: zhao(a, b)[0])
                 )(xs, ys),
-                "ms": jax.jit(lambda a: dmj.ms_ssim(a, 0.9 * a, max_val=1.0, filter_size=3))(bs),
+                "ms": jax.jit(lambda a: ms(a, 0.9 * a))(bs),
             }
             for name in ("mae", "psnr"):
                 fn = getattr(dmj, name)
