@@ -89,13 +89,16 @@ def prepare_pair(
         finite = jnp.isfinite(mask)
         bad = bad | _per_image_any(~finite | (mask < 0), spatial_dims)
         # Relative weights: each image's mask is scaled by a power of two that brings
-        # its largest weight into [0.5, 1), exactly (a uniform mask of any finite c > 0
+        # its largest weight into [1, 2), exactly (a uniform mask of any finite c > 0
         # is uniform and normal). Two factors, each a normal float32, and no division:
         # XLA:CPU turns a division by a broadcast into a product with its reciprocal,
         # which flushes to 0 for weights above about 8.5e37.
         axes = tuple(range(-1 - spatial_dims, 0))
         largest = jnp.max(jnp.where(finite, mask, 0.0), axis=axes, keepdims=True)
         _, exponent = jnp.frexp(jnp.where(largest > 0, largest, 1.0))
+        # Largest weight into [1, 2): an all-ones mask stays exactly ones (with
+        # padding="same" the padding counts as weight 1).
+        exponent = exponent - 1
         half = exponent // 2
         one = jnp.ones((), mask.dtype)
         mask = mask * jnp.ldexp(one, -half) * jnp.ldexp(one, half - exponent)
