@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 import dssim_mae_jax as dmj
-from dssim_mae_jax._ssim import ms_ssim_min_size
+from dssim_mae_jax._pyramid import ms_ssim_min_size
 
 from ._config import FIXED_LOSS_OPTIONS, Config, ConfigError
 from ._data import degrade
