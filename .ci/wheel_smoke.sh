@@ -9,7 +9,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 rm -rf dist
-python -m build --outdir dist . > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+python -m build --installer uv --outdir dist . > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
 WHEEL=$(ls dist/*.whl)
 SDIST=$(ls dist/*.tar.gz)
 echo "wheel-smoke: built $WHEEL and $SDIST"
