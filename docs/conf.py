@@ -166,5 +166,29 @@ def _drop_missing_optional_pages(app, docname, source) -> None:
     source[0] = "\n".join(line for line in lines if line.strip() not in missing) + "\n"
 
 
+def _dataclass_fields(app, what, name, obj, options, lines) -> None:
+    """Lists a dataclass's fields whose metadata holds help text (training.Config's do)."""
+    import dataclasses
+
+    if what != "class" or not dataclasses.is_dataclass(obj):
+        return
+    fields = [f for f in dataclasses.fields(obj) if f.metadata.get("help")]
+    if not fields:
+        return
+    lines += ["", ".. list-table:: Fields", "   :header-rows: 1", "   :widths: 20 20 60", ""]
+    lines += ["   * - field", "     - default", "     - meaning"]
+    for field in fields:
+        if field.default is not dataclasses.MISSING:
+            default = f"``{field.default!r}``"
+        elif field.default_factory is not dataclasses.MISSING:
+            default = f"``{field.default_factory()!r}``"
+        else:
+            default = "(required)"
+        help_text = " ".join(str(field.metadata["help"]).split())
+        lines += [f"   * - ``{field.name}``", f"     - {default}", f"     - {help_text}"]
+    lines.append("")
+
+
 def setup(app):
     app.connect("source-read", _drop_missing_optional_pages)
+    app.connect("autodoc-process-docstring", _dataclass_fields)
