@@ -28,9 +28,12 @@ uv pip list --python "$VENV/bin/python" 2>/dev/null | grep -iE \
   '^(jax|jaxlib|numpy|flax|optax|chex|orbax-checkpoint|scikit-image|pillow|grain|tqdm|tensorboardx|matplotlib|dm-pix|pytest) ' \
   | awk '{printf "  %s==%s\n", $1, $2}'
 
-# The core tests (metrics, losses, presets, jit) and the training tests that need no long run.
+# The core tests (metrics, losses, presets, jit), the quick training tests, and two short runs
+# that save and restore checkpoints (orbax) through the whole loop.
 "$VENV/bin/python" -m pytest -q -n 2 -p no:cacheprovider \
   tests/test_api.py tests/test_filters.py tests/test_ssim.py tests/test_ms_ssim.py \
   tests/test_multi_sigma.py tests/test_losses.py tests/test_metrics.py tests/test_presets.py \
   tests/test_balance.py tests/test_jit.py \
-  tests/test_training_config.py tests/test_training_schedules.py tests/test_training_models.py
+  tests/test_training_config.py tests/test_training_schedules.py tests/test_training_models.py \
+  "tests/test_training_loop.py::test_run_writes_outputs_switches_phase_and_never_retraces" \
+  "tests/test_training_loop.py::test_interrupted_and_resumed_run_matches_uninterrupted"
