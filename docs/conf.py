@@ -74,31 +74,27 @@ html_static_path: list[str] = []
 pygments_style = "friendly"
 
 
-def _defining_module(package, name: str, obj: object) -> str | None:
-    """The private module of ``package`` that defines the data object ``package.name``."""
+def _attribute_doc(package, name: str, obj: object) -> list[str]:
+    """The ``#:`` comment or docstring of ``package.name`` in the private module defining it."""
+    from sphinx.pycode import ModuleAnalyzer
+
     prefix = package.__name__ + "."
     for modname, module in sorted(sys.modules.items()):
         if modname.startswith(prefix) and getattr(module, name, None) is obj:
-            return modname
-    return None
+            doc = ModuleAnalyzer.for_module(modname).find_attr_docs().get(("", name))
+            if doc:
+                return list(doc)
+    return []
 
 
 def _data_entry(package, name: str, obj: object) -> list[str]:
-    """A ``py:data`` entry: the ``#:`` comment or attribute docstring where it has one."""
-    from sphinx.pycode import ModuleAnalyzer
-
-    doc: list[str] = []
-    modname = _defining_module(package, name, obj)
-    if modname is not None:
-        attr_docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
-        doc = list(attr_docs.get(("", name), []))
+    """A ``py:data`` entry: its attribute doc where it has one, and its value or keys."""
     lines = [f".. py:data:: {name}", f"   :module: {package.__name__}", ""]
-    if doc:
-        lines += [f"   {line}" if line else "" for line in doc]
+    lines += [f"   {line}" if line else "" for line in _attribute_doc(package, name, obj)]
     if isinstance(obj, tuple | list):
-        lines += [f"   Value: ``{obj!r}``", ""]
+        lines += ["", f"   Value: ``{obj!r}``", ""]
     elif hasattr(obj, "keys"):
-        lines += ["   Keys: " + ", ".join(f"``{key!r}``" for key in obj.keys()), ""]
+        lines += ["", "   Keys: " + ", ".join(f"``{key!r}``" for key in obj.keys()), ""]
     return lines
 
 
