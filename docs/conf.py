@@ -2,6 +2,12 @@
 
 Build with ``make docs`` (HTML in ``docs/_build/html``); CI builds with ``-W --keep-going``.
 
+Why Sphinx + myst-nb (and not mkdocs): it is what optax, dm_pix and flax use, so the API pages
+read like theirs; autodoc + napoleon render the Google-style docstrings as written; myst-nb
+renders the committed notebooks' outputs without executing them; and ``-W`` turns every
+unresolved reference, missing page or stale autodoc name into a build failure. The theme is
+furo (light, no build step of its own).
+
 Two things are generated at build time, into git-ignored folders of this source tree:
 
 * ``api/<package>.rst``: one reference page per public package, listing exactly the names in
