@@ -80,6 +80,17 @@ def metric_states(config: Config, images: Sequence[np.ndarray], *, keep_values: 
       config: the run's config (task, scale, eval_crop, channels).
       images: the held-out images, float32 [H, W, C] (their sizes decide MS-SSIM).
       keep_values: capacity of each state's per-image store (0: only sums).
+
+    Returns:
+      ``{"input": {name: state}, "model": {name: state}}``, each state from
+      `dssim_mae_jax.metrics`: update it with ``[1, H, W, C]`` images and read ``compute()``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from dssim_mae_jax import training
+      >>> states = training.metric_states(training.Config(), [np.zeros((200, 300, 3))])
+      >>> sorted(states["model"])
+      ['mae', 'ms_ssim', 'psnr', 'ssim']
     """
     sides = [min(_cropped(config, img).shape[:2]) for img in images]
     kw = {"max_val": 1.0, "keep_values": keep_values}
