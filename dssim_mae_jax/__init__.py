@@ -15,8 +15,7 @@ from dssim_mae_jax._metrics import mae, psnr
 from dssim_mae_jax._multi_sigma import multi_sigma_ssim
 from dssim_mae_jax._presets import PRESETS, LossConfig
 from dssim_mae_jax._ssim import MS_SSIM_WEIGHTS, dssim, ms_ssim, ssim
-
-__version__ = "0.1.0"
+from dssim_mae_jax._version import __version__ as __version__
 
 __all__ = (
     "MS_SSIM_WEIGHTS",

@@ -7,6 +7,7 @@ checkpoints handle like optimizer state.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _losses, _validation
+from dssim_mae_jax import _inputs, _jit, _losses, _validation
 from dssim_mae_jax._presets import LossConfig
 
 
@@ -23,7 +24,7 @@ class BalanceState(NamedTuple):
 
     Attributes:
       magnitudes: float32 ``[2]``, the (biased) exponential moving averages of
-        the batch-mean structural term ``D`` and absolute term ``M``.
+        the batch-mean structural term ``D`` and MAE term ``M``.
       count: int32 scalar, the number of updates so far (for bias correction).
     """
 
@@ -90,7 +91,7 @@ def make_balanced_loss(
       ``loss_fn(predictions, targets, state, *, mask=None, weights=None) ->
       (loss, aux, new_state)``. ``aux`` holds the per-image values of
       :func:`make_loss` (raw, unbalanced terms; ``"loss"`` is the balanced
-      loss) plus ``"scale_dssim"`` and ``"scale_mae"``, the divisors used.
+      loss) plus ``"scale_structural"`` and ``"scale_mae"``, the divisors used.
 
     Raises:
       ValueError: ``decay`` outside [0, 1), ``eps`` <= 0, ``return_map=True``,
@@ -110,33 +111,14 @@ def make_balanced_loss(
     cfg = _losses.as_config(preset_or_config, overrides)
     if cfg.return_map:
         raise ValueError("`return_map=True` is not supported by the balanced loss.")
-    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0.0 <= decay < 1.0:
+    decay = _validation.concrete_scalar(decay)
+    if (
+        isinstance(decay, bool)
+        or not isinstance(decay, numbers.Real)
+        or not 0.0 <= float(decay) < 1.0
+    ):
         raise ValueError(f"`decay` must be a number in [0, 1), got {decay!r}.")
     _validation.check_positive("eps", eps)
-
-    def balanced(predictions, targets, state, mask, weights):
-        terms = _losses.evaluate_terms(cfg, predictions, targets, mask)
-        d, m = terms["dssim"], terms["mae"]
-        w_s, w_a = _losses.resolve_weights(cfg, weights, d.dtype)
-        # NaN marks images that cannot be scored: they stay out of the estimate.
-        current = jax.lax.stop_gradient(
-            jnp.stack([jnp.nanmean(d), jnp.nanmean(m)]).astype(state.magnitudes.dtype)
-        )
-        scored = jnp.all(jnp.isfinite(current))
-        magnitudes = jnp.where(
-            scored, decay * state.magnitudes + (1.0 - decay) * current, state.magnitudes
-        )
-        count = jnp.where(scored, state.count + 1, state.count)
-        correction = 1.0 - jnp.power(jnp.asarray(decay, magnitudes.dtype), count)
-        scale = (magnitudes / correction + eps).astype(d.dtype)
-        loss = w_s * d / scale[0] + w_a * m / scale[1]
-        aux = {k: v for k, v in terms.items() if not k.endswith("_map")}
-        aux["loss"] = loss
-        aux["scale_dssim"] = jnp.broadcast_to(scale[0], d.shape)
-        aux["scale_mae"] = jnp.broadcast_to(scale[1], d.shape)
-        return _losses.reduce(cfg, loss), aux, BalanceState(magnitudes, count)
-
-    compiled = jax.jit(balanced)
 
     def loss_fn(
         predictions: ArrayLike,
@@ -146,8 +128,54 @@ def make_balanced_loss(
         mask: ArrayLike | None = None,
         weights: Mapping[str, float | ArrayLike] | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array], BalanceState]:
-        predictions, targets, mask = _losses.checked_arrays(predictions, targets, mask, weights)
-        return compiled(predictions, targets, state, mask, weights)
+        check_state(state)
+        return _balanced(
+            predictions,
+            targets,
+            state,
+            config=cfg,
+            decay=float(decay),
+            eps=float(_validation.concrete_scalar(eps)),
+            mask=mask,
+            weights=_losses.normalize_weights(weights),
+        )
 
     loss_fn.config = cfg
     return loss_fn
+
+
+def check_state(state) -> None:
+    """Raises a TypeError unless `state` is a :class:`BalanceState`."""
+    if not isinstance(state, BalanceState):
+        raise TypeError(
+            "`state` must be a BalanceState (from init_balance_state() or the previous call), "
+            f"got {type(state).__name__}."
+        )
+
+
+@_jit.jit_public(("config", "decay", "eps"), check_all=_losses.check_loss_call)
+def _balanced(predictions, targets, state, *, config, decay, eps, mask, weights):
+    """(loss, aux, new_state) of one call of a :func:`make_balanced_loss` function."""
+    pair = _inputs.prepare_pair(
+        predictions, targets, max_val=config.max_val, mask=mask, spatial_dims=config.spatial_dims
+    )
+    terms = _losses.evaluate_terms(config, pair)
+    d, m = terms["structural"], terms["mae"]
+    w_s, w_a, invalid = _losses.resolve_weights(config, weights, d.dtype)
+    # NaN marks images that cannot be scored: they stay out of the estimate.
+    current = jax.lax.stop_gradient(
+        jnp.stack([jnp.nanmean(d), jnp.nanmean(m)]).astype(state.magnitudes.dtype)
+    )
+    scored = jnp.all(jnp.isfinite(current))
+    magnitudes = jnp.where(
+        scored, decay * state.magnitudes + (1.0 - decay) * current, state.magnitudes
+    )
+    count = jnp.where(scored, state.count + 1, state.count)
+    correction = 1.0 - jnp.power(jnp.asarray(decay, magnitudes.dtype), count)
+    scale = (magnitudes / correction + eps).astype(d.dtype)
+    loss = jnp.where(invalid, jnp.nan, w_s * d / scale[0] + w_a * m / scale[1])
+    aux = {k: v for k, v in terms.items() if not k.endswith("_map")}
+    aux["loss"] = loss
+    aux["scale_structural"] = jnp.broadcast_to(scale[0], d.shape)
+    aux["scale_mae"] = jnp.broadcast_to(scale[1], d.shape)
+    return _losses.reduce(config, loss), aux, BalanceState(magnitudes, count)

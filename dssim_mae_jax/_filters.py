@@ -63,8 +63,16 @@ def gaussian_taps(size: int, sigma: float) -> tuple[float, ...]:
     Matches the window of tf.image.ssim / dm_pix.ssim (``exp(-d^2 / (2 sigma^2))``
     with ``d = i - (size - 1) / 2``, normalised to sum 1), computed in float64.
     """
-    d = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-(d**2) / (2.0 * float(sigma) ** 2))
+    d2 = (np.arange(size, dtype=np.float64) - (size - 1) / 2.0) ** 2
+    # Relative to the taps nearest the centre (exponent 0), so that no sigma,
+    # however small or large, underflows every tap or overflows sigma**2: a
+    # tiny sigma leaves the nearest tap(s) (a delta, or two halves for an even
+    # size), a huge one the box.
+    excess = d2 - d2.min()
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scale = 2.0 * np.float64(sigma) ** 2
+        g = np.where(excess == 0, 1.0, np.exp(-excess / scale))
+    g = np.where(np.isfinite(g), g, 0.0)
     return tuple(float(v) for v in g / g.sum())
 
 
@@ -187,6 +195,41 @@ def method_override(method: str | None) -> Iterator[None]:
         _OVERRIDE.reset(token)
 
 
+def trace_context() -> tuple:
+    """Trace-time settings that change what a function compiles to (a cache key)."""
+    return (_OVERRIDE.get(), _CHUNK_OVERRIDE.get())
+
+
+def is_sharded(x) -> bool:
+    """Whether `x`'s type carries a sharding along some axis (explicit sharding).
+
+    Under ``jax.make_mesh``'s explicit axes a reshape that splits or merges a
+    sharded axis is refused, so such inputs are processed without batch
+    chunks. Auto-sharded and unsharded arrays have no sharding in their type.
+    """
+    try:
+        spec = jax.typeof(x).sharding.spec
+    except AttributeError:
+        return False
+    return any(entry is not None for entry in spec)
+
+
+def reshape_trailing(x: jnp.ndarray, shape: Sequence[int], keep: int) -> jnp.ndarray:
+    """`x` reshaped to `shape`, where the first `keep` axes are unchanged.
+
+    Under explicit sharding JAX asks for the sharding of a reshape's output:
+    the leading (batch) axes keep theirs and the reshaped trailing axes, which
+    are never sharded here, get none.
+    """
+    shape = tuple(shape)
+    if not is_sharded(x):
+        return x.reshape(shape)
+    sharding = jax.typeof(x).sharding
+    spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+    new = jax.sharding.PartitionSpec(*spec[:keep], *([None] * (len(shape) - keep)))
+    return lax.reshape(x, shape, out_sharding=jax.sharding.NamedSharding(sharding.mesh, new))
+
+
 # ------------------------------------------------------------------ batch chunks
 
 
@@ -248,7 +291,7 @@ def spread_channels(c: jnp.ndarray, shape: Sequence[int], method: str | None = N
     width = shape[-2]
     index = jnp.asarray(np.tile(np.arange(channels), width))
     rows = jnp.take(c, index, axis=-1, mode="clip")
-    return rows.reshape(*c.shape[:-2], width, channels)
+    return reshape_trailing(rows, (*c.shape[:-2], width, channels), c.ndim - 2)
 
 
 # ------------------------------------------------------------------ shifted slices
@@ -321,7 +364,7 @@ def _stacked(arrays, taps: Sequence[float], n_spatial: int, transpose: bool):
     major_axes = tuple(range(-n_spatial, -1))  # in the merged [..., W * C] layout
     firsts = []
     for a in arrays:
-        a = a.reshape(*a.shape[:-2], a.shape[-2] * channels)
+        a = reshape_trailing(a, (*a.shape[:-2], a.shape[-2] * channels), a.ndim - 2)
         for axis in major_axes:
             a = _filter_axis(_pad_axis(a, axis, grow) if grow else a, taps, axis)
         firsts.append(_pad_axis(a, -1, grow * channels) if grow else a)
@@ -337,7 +380,10 @@ def _stacked(arrays, taps: Sequence[float], n_spatial: int, transpose: bool):
         ]
     else:
         pieces = [_filter_axis(a, taps, -1, channels) for a in firsts]
-    return tuple(p.reshape(*p.shape[:-1], out_width // channels, channels) for p in pieces)
+    return tuple(
+        reshape_trailing(p, (*p.shape[:-1], out_width // channels, channels), p.ndim - 1)
+        for p in pieces
+    )
 
 
 def _banded(n_in: int, taps: Sequence[float], dtype) -> jnp.ndarray:

@@ -46,6 +46,10 @@ from dssim_mae_jax import _filters
 
 __all__ = ("jit_public",)
 
+# What users of other libraries call our arguments (piq, pytorch_msssim,
+# scikit-image, torchmetrics): a TypeError says what it is called here.
+_OTHER_NAMES = {"data_range": "max_val", "win_size": "filter_size", "sigma": "filter_sigma"}
+
 
 class _HashableDict(dict):
     """A dict that hashes by its (sorted) items; built only from normalised values."""
@@ -98,7 +102,20 @@ def _type_key(value):
 
 
 def normalize_dynamic(name: str, value):
-    """An array argument as something ``jax.jit`` takes, or a clear ``TypeError``."""
+    """An array argument as something ``jax.jit`` takes, or a clear ``TypeError``.
+
+    Mappings, tuples and NamedTuples (loss weights, a balance state) are
+    normalised leaf by leaf.
+    """
+    if isinstance(value, Mapping):
+        return {k: normalize_dynamic(f"{name}['{k}']", v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(
+            *(
+                normalize_dynamic(f"{name}.{f}", v)
+                for f, v in zip(value._fields, value, strict=True)
+            )
+        )
     if value is None or isinstance(value, jax.Array | np.ndarray | np.generic):
         array = value
     elif isinstance(value, bool | int | float):
@@ -121,13 +138,36 @@ def normalize_dynamic(name: str, value):
     return array
 
 
-def _trace_context() -> tuple:
-    """Trace-time settings that change what a function compiles to."""
-    return (_filters._OVERRIDE.get(), _filters._CHUNK_OVERRIDE.get())
+def _bind(fn, signature: inspect.Signature, args, kwargs) -> inspect.BoundArguments:
+    """`signature.bind`, with messages for the habits of other libraries' users."""
+    for other, ours in _OTHER_NAMES.items():
+        if other in kwargs and other not in signature.parameters and ours in signature.parameters:
+            raise TypeError(
+                f"{fn.__name__}() has no argument `{other}`: it is called `{ours}` here "
+                f"(write {ours}=...)."
+            )
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(args) > len(positional):
+        keyword = [p.name for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
+        extra = keyword[: len(args) - len(positional)]
+        hint = ", ".join(f"{n}=..." for n in extra)
+        raise TypeError(
+            f"{fn.__name__}() takes {len(positional)} positional arguments "
+            f"({', '.join(p.name for p in positional)}) but {len(args)} were given; its "
+            f"options are keyword-only: write {hint or 'them as name=value'}."
+        )
+    return signature.bind(*args, **kwargs)
 
 
 def jit_public(
-    static: Iterable[str], *, checks: Mapping[str, Callable[[object], None]] | None = None
+    static: Iterable[str],
+    *,
+    checks: Mapping[str, Callable[[object], None]] | None = None,
+    check_all: Callable[[dict], None] | None = None,
 ):
     """Decorator: `fn` compiled once per shapes and option values, called eagerly or not.
 
@@ -138,10 +178,14 @@ def jit_public(
         arguments before the jitted call, where their values are still
         concrete (for example ``max_val > 0``); a check must let traced values
         through.
+      check_all: optional ``check(arguments)`` run after `checks` on the dict
+        of all (bound, defaulted) arguments, for checks that relate several
+        (integer images against ``max_val``).
 
     Returns:
       A decorator. The wrapped function keeps the name, docstring, module and
-      signature of `fn` (``functools.wraps``).
+      signature of `fn` (``functools.wraps``); ``wrapper.core`` is `fn`
+      itself, for internal callers that are already inside a computation.
     """
     static = frozenset(static)
     checks = dict(checks or {})
@@ -158,19 +202,24 @@ def jit_public(
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs)
+            bound = _bind(fn, signature, args, kwargs)
             bound.apply_defaults()
+            if check_all is not None:
+                for name, check in checks.items():
+                    check(bound.arguments[name])
+                check_all(bound.arguments)
             arrays, options = {}, []
             for name, value in bound.arguments.items():
                 if name in static:
                     value = normalize_static(name, value)
                     options.append((name, value, _type_key(value)))
                 else:
-                    if name in checks:
+                    if name in checks and check_all is None:
                         checks[name](value)  # first: it may give the clearer message
                     arrays[name] = normalize_dynamic(name, value)
-            return compiled(arrays, (_trace_context(), *options))
+            return compiled(arrays, (_filters.trace_context(), *options))
 
+        wrapper.core = fn
         wrapper._jitted = compiled  # for tests: cache statistics
         return wrapper
 

@@ -1,10 +1,11 @@
-"""DSSIM+MAE losses: one pure evaluation of both terms, combined with weights."""
+"""DSSIM+MAE losses: one preparation, one structural evaluation, both terms weighted."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import numbers
+import warnings
 from collections.abc import Callable, Mapping
 
 import jax
@@ -12,22 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _filters, _jit, _ssim, _validation
-from dssim_mae_jax._metrics import (
-    absolute_difference,
-    image_axes,
-    mae,
-    nan_where,
-    nonfinite_images,
-    psnr,
-    weighted_mean,
-    zero_masked_out,
-)
-from dssim_mae_jax._multi_sigma import multi_sigma_ssim
-from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields
-from dssim_mae_jax._ssim import ms_ssim, ssim
+from dssim_mae_jax import _filters, _inputs, _jit, _reductions, _validation
+from dssim_mae_jax._metrics import absolute_difference, mae_from_pair, psnr_from_pair
+from dssim_mae_jax._multi_sigma import multi_sigma_map
+from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields, renamed_fields
+from dssim_mae_jax._ssim import ms_ssim_from_pair, ssim_map
 
-WEIGHT_KEYS = ("ssim", "mae")
+WEIGHT_KEYS = ("structural", "mae")
+# Old spellings of the weight keys, still accepted with a DeprecationWarning.
+_OLD_WEIGHT_KEYS = {"ssim": "structural"}
+# The key under which aux holds S, named for the function that computes it.
+SIMILARITY_KEYS = {"ssim": "ssim", "ms_ssim": "ms_ssim", "multi_sigma": "multi_sigma_ssim"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -41,9 +37,9 @@ def _structural(cfg: LossConfig, deficit):
 
 def _crop_to_map(cfg: LossConfig, v):
     """The window-centre pixels of `v` (``padding="valid"`` maps are smaller)."""
-    if cfg.padding != "valid":
-        return v
-    return _filters.crop_to_centers(v, range(-1 - cfg.spatial_dims, -1), cfg.filter_size)
+    return _reductions.center_weights(
+        v, tuple(range(-1 - cfg.spatial_dims, -1)), cfg.filter_size, cfg.padding
+    )
 
 
 @functools.cache
@@ -73,11 +69,16 @@ def _coarsest_window(cfg: LossConfig) -> tuple[int, float]:
     return (cfg.filter_size - 1) * factor + 1, cfg.filter_sigma * factor
 
 
-def _mae_term(cfg: LossConfig, x, y, mask):
+def _in_data_units(cfg: LossConfig, pair: _inputs.Pair, value):
+    """A difference measured in units of max_val, in the data's units unless normalize_mae."""
+    return value if cfg.normalize_mae else value * pair.max_val
+
+
+def _mae_term(cfg: LossConfig, pair: _inputs.Pair):
     """M per image: plain (masked) MAE or the coarsest-Gaussian-weighted one (Zhao et al.)."""
-    scale = cfg.max_val if cfg.normalize_mae else None
     if cfg.mae_weighting == "mean":
-        return mae(x, y, max_val=scale, mask=mask, spatial_dims=cfg.spatial_dims)
+        return _in_data_units(cfg, pair, mae_from_pair(pair))
+    x = pair.x
     size, sigma = _coarsest_window(cfg)
     spatial = tuple(x.shape[-1 - cfg.spatial_dims : -1])
     _validation.check_min_size(
@@ -85,126 +86,127 @@ def _mae_term(cfg: LossConfig, x, y, mask):
     )
     w = jnp.asarray(_gaussian_mae_weights(spatial, size, sigma), x.dtype)
     w = jnp.broadcast_to(w[..., None], x.shape)
-    if mask is not None:
-        w = w * mask
-    value = weighted_mean(absolute_difference(x, y), w, image_axes(cfg.spatial_dims), 0.0)
-    if scale is not None:
-        value = value / jnp.asarray(scale, value.dtype)
-    return value
+    if pair.mask is not None:
+        w = w * pair.mask
+    return _in_data_units(cfg, pair, mae_from_pair(pair, weights=w))
 
 
-def _options(cfg: LossConfig, *names: str) -> dict:
-    """The config's values of the given fields, as keyword arguments."""
-    return {name: getattr(cfg, name) for name in names}
-
-
-# Options of `ssim`, `ms_ssim` and `multi_sigma_ssim` alike.
-_SHARED = ("max_val", "filter_size", "k1", "k2", "spatial_dims")
-
-
-def _structure_map(cfg: LossConfig, x, y, mask):
-    """The SSIM (or multi-sigma MS-SSIM) map of a map-based structure."""
-    options = _options(cfg, "padding", *_SHARED)
+def _structure_map(cfg: LossConfig, pair: _inputs.Pair):
+    """The SSIM (or multi-sigma MS-SSIM) map of a map-based structure, and its spec."""
+    shared = dict(filter_size=cfg.filter_size, k1=cfg.k1, k2=cfg.k2, padding=cfg.padding)
     if cfg.structure == "multi_sigma":
-        return multi_sigma_ssim(x, y, sigmas=cfg.sigmas, mask=mask, return_map=True, **options)
-    return ssim(
-        x,
-        y,
-        filter_sigma=cfg.filter_sigma,
-        window=cfg.window,
-        mask=mask,
-        return_map=True,
-        **options,
-    )
+        return multi_sigma_map(pair, sigmas=cfg.sigmas, **shared)
+    return ssim_map(pair, filter_sigma=cfg.filter_sigma, window=cfg.window, **shared)
 
 
-def _map_mean(cfg: LossConfig, value_map, centre):
-    """(S, 1 - S) per image from the map: the reduction `ssim` uses (positions, then channels)."""
-    per_channel, deficit = _ssim._unit_mean(value_map, centre, range(-1 - cfg.spatial_dims, -1))
-    return _ssim._unit_mean(per_channel, None, -1, deficit)
-
-
-def evaluate_terms(cfg: LossConfig, predictions: ArrayLike, targets: ArrayLike, mask=None):
+def evaluate_terms(cfg: LossConfig, pair: _inputs.Pair) -> dict:
     """Both terms of the loss (per image), their maps when needed, and the metrics.
 
-    One structural evaluation feeds everything. Returns a dict with per-image
-    ``"ssim"`` (S: SSIM, MS-SSIM or multi-sigma MS-SSIM, per ``structure``),
-    ``"dssim"`` (D as the loss uses it), ``"mae"`` (M as the loss uses it) and
-    ``"psnr"``, plus ``"ms_ssim"`` for MS-SSIM structures and ``"dssim_map"``
-    and ``"mae_map"`` for per-pixel or map configs. Masked-out pixels are
-    replaced by zeros before any arithmetic: whatever they hold (NaN, inf)
-    changes no value and no gradient. NaN or inf in a valid pixel gives NaN.
+    One structural evaluation of one prepared pair feeds everything. Returns
+    a dict with per-image ``"structural"`` (D as the loss uses it), ``"mae"``
+    (M as the loss uses it), ``"psnr"`` and S under its function's name
+    (:data:`SIMILARITY_KEYS`), plus ``"structural_map"`` and ``"mae_map"`` for
+    per-pixel or map configs. NaN for the pair's `bad` images.
     """
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=cfg.spatial_dims + 1)
-    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-    if mask is not None:
-        if cfg.structure == "ms_ssim":
-            raise ValueError(
-                "`mask` is not supported with structure='ms_ssim' (MS-SSIM pools the whole "
-                "image over scales); use structure='ssim' or 'multi_sigma' for masked losses."
-            )
-    x, y = zero_masked_out(mask, x, y)
+    if pair.mask is not None and cfg.structure == "ms_ssim":
+        raise ValueError(
+            "`mask` is not supported with structure='ms_ssim' (MS-SSIM pools the whole "
+            "image over scales); use structure='ssim' or 'multi_sigma' for masked losses."
+        )
     out = {}
+    name = SIMILARITY_KEYS[cfg.structure]
     if cfg.structure == "ms_ssim":
-        options = _options(cfg, "power_factors", "filter_sigma", "window", *_SHARED)
-        out["ssim"] = ms_ssim(x, y, **options)
-        deficit = 1.0 - out["ssim"]
+        out[name] = ms_ssim_from_pair(
+            pair,
+            power_factors=cfg.power_factors,
+            filter_size=cfg.filter_size,
+            filter_sigma=cfg.filter_sigma,
+            k1=cfg.k1,
+            k2=cfg.k2,
+            window=cfg.window,
+            fit_scales=False,
+        )
+        deficit = 1.0 - out[name]
     else:
-        s_map = _structure_map(cfg, x, y, mask)
-        centre = None if mask is None else _crop_to_map(cfg, mask)
-        out["ssim"], deficit = _map_mean(cfg, s_map, centre)
-    if cfg.structure != "ssim":
-        out["ms_ssim"] = out["ssim"]
+        s_map, spec = _structure_map(cfg, pair)
+        centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
+        out[name], deficit = _reductions.map_mean(s_map, centre, cfg.spatial_dims)
     if cfg.per_pixel or cfg.return_map:
-        out["dssim_map"] = _structural(cfg, 1.0 - s_map)
-        e_map = absolute_difference(_crop_to_map(cfg, x), _crop_to_map(cfg, y))
-        if cfg.normalize_mae:
-            e_map = e_map / jnp.asarray(cfg.max_val, e_map.dtype)
-        out["mae_map"] = e_map
+        out["structural_map"] = _structural(cfg, 1.0 - s_map)
+        e_map = absolute_difference(_crop_to_map(cfg, pair.diff), 0.0)
+        out["mae_map"] = _in_data_units(cfg, pair, e_map)
     if cfg.per_pixel:
-        axes = image_axes(cfg.spatial_dims)
-        out["dssim"] = weighted_mean(out["dssim_map"], centre, axes, 0.0)
-        out["mae"] = weighted_mean(out["mae_map"], centre, axes, 0.0)
+        axes = tuple(range(-1 - cfg.spatial_dims, 0))
+        out["structural"] = _reductions.weighted_mean(out["structural_map"], centre, axes, 0.0)
+        out["mae"] = _reductions.weighted_mean(out["mae_map"], centre, axes, 0.0)
     else:
-        out["dssim"] = _structural(cfg, deficit)
-        out["mae"] = _mae_term(cfg, x, y, mask)
-    out["psnr"] = psnr(x, y, max_val=cfg.max_val, mask=mask, spatial_dims=cfg.spatial_dims)
-    # An image with NaN or inf in a valid pixel cannot be scored: every per-image value is
-    # NaN, whatever each term would make of it (a clipped MS-SSIM factor, an inf MAE).
-    bad = nonfinite_images(x, y, cfg.spatial_dims)
-    for key in ("ssim", "ms_ssim", "dssim", "mae", "psnr"):
-        if key in out:
-            out[key] = nan_where(bad, out[key])
+        out["structural"] = _structural(cfg, deficit)
+        out["mae"] = _mae_term(cfg, pair)
+    out["psnr"] = psnr_from_pair(pair)
+    # An image that cannot be scored gets NaN in every per-image value, whatever each
+    # term would make of it (a clipped MS-SSIM factor, an inf MAE).
+    for key in (name, "structural", "mae", "psnr"):
+        out[key] = _reductions.nan_where(pair.bad, out[key])
     return out
 
 
-def check_weights(weights) -> None:
-    """Raises unless `weights` is None or a dict of scalar weights (>= 0 where concrete)."""
+def normalize_weights(weights):
+    """`weights` with old key spellings renamed (DeprecationWarning), checked.
+
+    Raises unless `weights` is None or a dict of scalar weights with keys in
+    :data:`WEIGHT_KEYS`, >= 0 and finite where concrete (Python, NumPy or
+    JAX scalars alike). Traced weights are checked in the computation
+    (impossible values give NaN).
+    """
     if weights is None:
-        return
+        return None
     if not isinstance(weights, Mapping):
         raise TypeError(
-            f"`weights` must be a dict {{'ssim': w_structural, 'mae': w_absolute}}, "
+            "`weights` must be a dict {'structural': structural_weight, 'mae': mae_weight}, "
             f"got {type(weights).__name__}."
         )
-    unknown = sorted(set(weights) - set(WEIGHT_KEYS))
+    out = {}
+    for key, value in weights.items():
+        if key in _OLD_WEIGHT_KEYS:
+            new = _OLD_WEIGHT_KEYS[key]
+            warnings.warn(
+                f"The weights key {key!r} is deprecated; use {new!r}.",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+            if new in weights:
+                raise ValueError(f"`weights` has both {key!r} and {new!r}; give {new!r} only.")
+            key = new
+        out[key] = value
+    unknown = sorted(set(out) - set(WEIGHT_KEYS))
     if unknown:
         raise ValueError(
             f"`weights` has unknown keys {unknown}; valid keys are {list(WEIGHT_KEYS)}."
         )
-    for key, value in weights.items():
+    for key, value in out.items():
+        value = _validation.concrete_scalar(value)
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             _validation.check_nonnegative(f"weights['{key}']", value)
+        elif isinstance(value, bool) or (
+            not hasattr(value, "dtype") and not isinstance(value, numbers.Real)
+        ):
+            raise TypeError(f"`weights['{key}']` must be a number, got {value!r}.")
         elif jnp.ndim(value) != 0:
             raise ValueError(f"`weights['{key}']` must be a scalar, got shape {jnp.shape(value)}.")
+    return out
 
 
 def resolve_weights(cfg: LossConfig, weights, dtype):
-    """(w_structural, w_absolute) from the config, replaced by `weights` entries."""
-    check_weights(weights)
-    w = {"ssim": cfg.w_structural, "mae": cfg.w_absolute}
+    """(structural_weight, mae_weight, invalid) from the config and `weights` entries.
+
+    `invalid` is True where a traced weight is negative or not finite (the
+    loss is then NaN, never a plausible number).
+    """
+    w = {"structural": cfg.structural_weight, "mae": cfg.mae_weight}
     w.update(weights or {})
-    return jnp.asarray(w["ssim"], dtype), jnp.asarray(w["mae"], dtype)
+    w_s, w_m = jnp.asarray(w["structural"], dtype), jnp.asarray(w["mae"], dtype)
+    invalid = ~(jnp.isfinite(w_s) & jnp.isfinite(w_m) & (w_s >= 0) & (w_m >= 0))
+    return w_s, w_m, invalid
 
 
 def reduce(cfg: LossConfig, loss):
@@ -215,42 +217,46 @@ def reduce(cfg: LossConfig, loss):
     return loss
 
 
-def _combine(cfg: LossConfig, terms, weights):
-    """(loss, aux): per-image (or map) loss and the per-image values to log."""
-    w_s, w_a = resolve_weights(cfg, weights, terms["dssim"].dtype)
-    per_image = w_s * terms["dssim"] + w_a * terms["mae"]
-    aux = {k: v for k, v in terms.items() if not k.endswith("_map")}
+def _aux(terms) -> dict:
+    return {k: v for k, v in terms.items() if not k.endswith("_map")}
+
+
+def check_loss_call(arguments: dict) -> None:
+    """The concrete checks of a loss call (before the compiled call)."""
+    config = arguments["config"]
+    _inputs.check_concrete(dict(arguments, max_val=config.max_val))
+
+
+@_jit.jit_public(("config",), check_all=check_loss_call)
+def _loss(predictions, targets, *, config: LossConfig, mask, weights):
+    """(loss, aux) of one call of a :func:`make_loss` function."""
+    pair = _inputs.prepare_pair(
+        predictions, targets, max_val=config.max_val, mask=mask, spatial_dims=config.spatial_dims
+    )
+    terms = evaluate_terms(config, pair)
+    w_s, w_m, invalid = resolve_weights(config, weights, terms["structural"].dtype)
+    per_image = jnp.where(invalid, jnp.nan, w_s * terms["structural"] + w_m * terms["mae"])
+    aux = _aux(terms)
     aux["loss"] = per_image
-    if cfg.return_map:
-        return w_s * terms["dssim_map"] + w_a * terms["mae_map"], aux
-    return per_image, aux
+    if config.return_map:
+        loss = w_s * terms["structural_map"] + w_m * terms["mae_map"]
+        trailing = config.spatial_dims + 1
+        loss = _reductions.nan_where(pair.bad | invalid, loss, trailing)
+        return loss, aux
+    return reduce(config, per_image), aux
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _compiled(cfg: LossConfig, predictions, targets, mask, weights):
-    terms = evaluate_terms(cfg, predictions, targets, mask)
-    loss, aux = _combine(cfg, terms, weights)
-    return reduce(cfg, loss), aux
-
-
-def checked_arrays(predictions, targets, mask, weights):
-    """The checks that need concrete values, run before a compiled call; the arrays."""
-    predictions = _jit.normalize_dynamic("predictions", predictions)
-    targets = _jit.normalize_dynamic("targets", targets)
-    mask = _jit.normalize_dynamic("mask", mask)
-    _validation.check_mask_values(mask)
-    check_weights(weights)
-    return predictions, targets, mask
-
-
-def _call(cfg: LossConfig, predictions, targets, mask, weights):
+def call_loss(cfg: LossConfig, predictions, targets, mask, weights):
     """(loss, aux), compiled once per config, shapes and weights' structure (eager calls too)."""
-    predictions, targets, mask = checked_arrays(predictions, targets, mask, weights)
-    return _compiled(cfg, predictions, targets, mask, weights)
+    return _loss(predictions, targets, config=cfg, mask=mask, weights=normalize_weights(weights))
 
 
 def as_config(preset_or_config, overrides: Mapping) -> LossConfig:
-    """A LossConfig from a preset name, a LossConfig or a dict, with overrides applied."""
+    """A LossConfig from a preset name, a LossConfig or a dict, with overrides applied.
+
+    ``alpha`` among the overrides sets ``structural_weight=alpha`` and
+    ``mae_weight=1 - alpha``, as :func:`dssim_mae_loss` does.
+    """
     if isinstance(preset_or_config, str):
         if preset_or_config not in PRESETS:
             raise ValueError(
@@ -267,8 +273,32 @@ def as_config(preset_or_config, overrides: Mapping) -> LossConfig:
             "`preset_or_config` must be a preset name, a LossConfig or a dict of LossConfig "
             f"fields, got {type(preset_or_config).__name__}."
         )
+    overrides = dict(overrides)
+    if "alpha" in overrides:
+        alpha = check_alpha(overrides.pop("alpha"), concrete=True)
+        if {"structural_weight", "mae_weight"} & set(overrides):
+            raise ValueError("Give `alpha` or the two weights, not both.")
+        overrides.update(structural_weight=alpha, mae_weight=1.0 - alpha)
     check_fields(overrides, "overrides")
+    overrides = renamed_fields(overrides)
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def check_alpha(alpha, *, concrete: bool = False):
+    """`alpha` in [0, 1] where concrete (any scalar type alike); traced 0-d arrays pass.
+
+    With `concrete`, a traced value is refused (a config needs a number).
+    """
+    value = _validation.concrete_scalar(alpha)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not (np.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(f"`alpha` must be in [0, 1], got {value}.")
+        return float(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not concrete:
+        if value.ndim != 0:
+            raise ValueError(f"`alpha` must be a scalar, got shape {value.shape}.")
+        return value
+    raise TypeError(f"`alpha` must be a number in [0, 1], got {alpha!r}.")
 
 
 # ---------------------------------------------------------------------------- public
@@ -360,21 +390,14 @@ def dssim_mae_loss(
       restoration with neural networks", IEEE TCI 3(1), 2017.
     """
     check_fields(ssim_options, "option")
-    for name in ("w_structural", "w_absolute"):
+    for name in ("structural_weight", "mae_weight", "w_structural", "w_absolute"):
         if name in ssim_options:
             raise ValueError(f"`{name}` is not an option here; the weights come from `alpha`.")
-    if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
-    elif hasattr(alpha, "shape") and hasattr(alpha, "dtype"):
-        if alpha.ndim != 0:
-            raise ValueError(f"`alpha` must be a scalar, got shape {alpha.shape}.")
-    else:
-        raise TypeError(f"`alpha` must be a number in [0, 1], got {alpha!r}.")
+    alpha = check_alpha(alpha)
     # The weights come from `alpha`, passed as data: one compilation for every alpha.
     cfg = LossConfig(
-        w_structural=0.5,
-        w_absolute=0.5,
+        structural_weight=0.5,
+        mae_weight=0.5,
         structure=structure,
         dssim_form=dssim_form,
         max_val=max_val,
@@ -383,7 +406,8 @@ def dssim_mae_loss(
         return_map=return_map,
         **ssim_options,
     )
-    return _call(cfg, predictions, targets, mask, {"ssim": alpha, "mae": 1.0 - alpha})[0]
+    # A traced alpha outside [0, 1] makes one weight negative: the loss is then NaN.
+    return call_loss(cfg, predictions, targets, mask, {"structural": alpha, "mae": 1.0 - alpha})[0]
 
 
 def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Callable:
@@ -449,7 +473,7 @@ def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Call
         mask: ArrayLike | None = None,
         weights: Mapping[str, float | ArrayLike] | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        return _call(cfg, predictions, targets, mask, weights)
+        return call_loss(cfg, predictions, targets, mask, weights)
 
     loss_fn.config = cfg
     return loss_fn

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _jit, _validation
+from dssim_mae_jax import _inputs, _jit, _reductions
 
 
 @jax.custom_jvp
@@ -28,109 +30,47 @@ def absolute_difference(x, y):
     return _abs(x - y)
 
 
-def image_axes(spatial_dims: int) -> tuple[int, ...]:
-    """The spatial and channel axes of ``[..., *spatial, C]`` images."""
-    return tuple(range(-1 - spatial_dims, 0))
+def mae_from_pair(pair: _inputs.Pair, weights=None) -> jax.Array:
+    """Mean absolute difference per image of a prepared pair, in units of ``max_val``.
 
-
-def weighted_mean(values, weights, axes, empty):
-    """Mean over `axes` weighted by `weights` (None: plain); all-zero weights give `empty`.
-
-    NaN weights (possible only for traced masks: concrete ones are checked)
-    give NaN, never `empty`.
+    `weights` (broadcast to the images, e.g. a window footprint) replace the
+    pair's mask; an image whose weights are all zero gives 0.
     """
-    if weights is None:
-        return jnp.mean(values, axis=axes)
-    total = jnp.sum(weights, axis=axes)
-    nothing = total == 0
-    mean = jnp.sum(values * weights, axis=axes) / jnp.where(nothing, 1.0, total)
-    return jnp.where(nothing, empty, mean)
+    weights = pair.mask if weights is None else weights
+    # An image with an empty mask has no error to report: 0, with a zero gradient.
+    value = _reductions.weighted_mean(_abs(pair.diff), weights, pair.axes, 0.0)
+    return _reductions.nan_where(pair.bad, value)
 
 
-def zero_masked_out(mask, *arrays):
-    """`arrays` with every masked-out pixel (weight not > 0) set to 0.
+def psnr_from_pair(pair: _inputs.Pair) -> jax.Array:
+    """PSNR per image of a prepared pair (the difference is in units of ``max_val``).
 
-    Done before any arithmetic, so that whatever a masked-out pixel holds (NaN
-    and inf included) reaches neither values nor gradients.
+    ``-10 log10(mean(d^2))`` is evaluated as ``-10 log10(mean((d / s)^2)) -
+    20 log10(s)`` with ``s`` the largest ``|d|`` of the image, so that tiny
+    differences (``1e-20``, whose squares underflow float32) keep their true
+    value; ``inf`` only for identical images.
     """
-    if mask is None:
-        return arrays
-    keep = mask > 0
-    return tuple(jnp.where(keep, a, 0.0) for a in arrays)
+    axes = pair.axes
+    size = jnp.abs(pair.diff)
+    if pair.mask is not None:
+        size = jnp.where(pair.mask > 0, size, 0.0)
+    # A constant (the result does not depend on it), so no gradient flows into it.
+    s = lax.stop_gradient(jnp.max(size, axis=axes))
+    zero = s == 0
+    safe = jnp.where(zero, 1.0, s)
+    scaled = pair.diff / jnp.expand_dims(safe, tuple(range(safe.ndim, safe.ndim + len(axes))))
+    mse = _reductions.weighted_mean(jnp.square(scaled), pair.mask, axes, 0.0)
+    zero = zero | (mse == 0)
+    value = -10.0 * jnp.log10(jnp.where(zero, 1.0, mse)) - 20.0 * jnp.log10(safe)
+    # log of a zero MSE would make the gradient NaN; report inf with zero gradient.
+    return _reductions.nan_where(pair.bad, jnp.where(zero, jnp.inf, value))
 
 
-def nonfinite_images(x, y, spatial_dims: int):
-    """Per image, True where `x` or `y` holds a NaN or inf (after masking out)."""
-    bad = ~(jnp.isfinite(x) & jnp.isfinite(y))
-    return jnp.any(bad, axis=image_axes(spatial_dims))
+_CHECK_OPTIONAL = functools.partial(_inputs.check_concrete, max_val_required=False)
+_CHECK_REQUIRED = functools.partial(_inputs.check_concrete, max_val_required=True)
 
 
-def nan_where(bad, value, trailing: int = 0):
-    """`value` with NaN for the images flagged `bad` (``trailing`` axes after the batch)."""
-    return jnp.where(bad.reshape(bad.shape + (1,) * trailing), jnp.nan, value)
-
-
-def reciprocal(max_val):
-    """``1 / max_val`` as a constant (no gradient flows into the data range)."""
-    return lax.stop_gradient(1.0 / max_val)
-
-
-def scaled_difference(inv, x, y):
-    """``(x - y) * inv``: the difference first, so that ``x == y`` gives exactly 0.
-
-    Where the difference of finite inputs overflows (``3e38 - (-3e38)`` in
-    float32), each input is scaled first instead.
-    """
-    d = x - y
-    return jnp.where(jnp.isfinite(d), d * inv, x * inv - y * inv)
-
-
-def scale_pair(inv, x, y):
-    """``(x * inv, y * inv)``, with ``y * inv`` formed as ``x * inv - (x - y) * inv``.
-
-    Where ``x == y`` the two are bitwise equal whatever XLA does with each
-    product (an FMA contraction, or folding the product for a constant
-    target), so identical images keep SSIM exactly 1 and a zero gradient.
-    Both are materialised behind an optimisation barrier, so that XLA does not
-    recompute them inside every consumer (measured: without it, MS-SSIM
-    fwd+bwd was about 20 % slower on CPU). A difference beyond the float range
-    (finite inputs near 3e38 in float32) gives NaN, never a score.
-    """
-    xs = x * inv
-    return lax.optimization_barrier((xs, xs - (x - y) * inv))
-
-
-def _pixels(predictions, targets, max_val, mask, spatial_dims, *, allow_none):
-    """Shared preamble of `mae`/`psnr`: (x - y divided by max_val, mask, bad)."""
-    _validation.check_spatial_dims(spatial_dims)
-    x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
-    _validation.check_positive("max_val", max_val, allow_none=allow_none)
-    if max_val is not None:
-        max_val = jnp.asarray(max_val, x.dtype)
-        if max_val.ndim != 0:
-            raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
-    mask = _validation.broadcast_mask(mask, x.shape, x.dtype)
-    if mask is not None:
-        mask = lax.stop_gradient(mask)
-    x, y = zero_masked_out(mask, x, y)
-    bad = nonfinite_images(x, y, spatial_dims)
-    # The difference first (x == y gives exactly 0), then the scale.
-    diff = x - y if max_val is None else scaled_difference(reciprocal(max_val), x, y)
-    return diff, mask, bad
-
-
-def _check_max_val(value):
-    _validation.check_positive("max_val", value)
-
-
-def _check_optional_max_val(value):
-    _validation.check_positive("max_val", value, allow_none=True)
-
-
-@_jit.jit_public(
-    ("spatial_dims",),
-    checks={"max_val": _check_optional_max_val, "mask": _validation.check_mask_values},
-)
+@_jit.jit_public(("spatial_dims",), check_all=_CHECK_OPTIONAL)
 def mae(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -179,15 +119,13 @@ def mae(
       H. Zhao, O. Gallo, I. Frosio and J. Kautz, "Loss functions for image
       restoration with neural networks", IEEE TCI 2017 (the L1 term).
     """
-    diff, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=True)
-    # An image with an empty mask has no error to report: 0, with a zero gradient.
-    value = weighted_mean(_abs(diff), mask, image_axes(spatial_dims), 0.0)
-    return nan_where(bad, value)
+    pair = _inputs.prepare_pair(
+        predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
+    )
+    return mae_from_pair(pair)
 
 
-@_jit.jit_public(
-    ("spatial_dims",), checks={"max_val": _check_max_val, "mask": _validation.check_mask_values}
-)
+@_jit.jit_public(("spatial_dims",), check_all=_CHECK_REQUIRED)
 def psnr(
     predictions: ArrayLike,
     targets: ArrayLike,
@@ -230,9 +168,7 @@ def psnr(
     References:
       Matches ``tf.image.psnr`` and ``skimage.metrics.peak_signal_noise_ratio``.
     """
-    diff, mask, bad = _pixels(predictions, targets, max_val, mask, spatial_dims, allow_none=False)
-    mse = weighted_mean(jnp.square(diff), mask, image_axes(spatial_dims), 0.0)
-    zero = mse == 0
-    # log of a zero MSE would make the gradient NaN; report inf with zero gradient.
-    value = 10.0 * jnp.log10(1.0 / jnp.where(zero, 1.0, mse))
-    return nan_where(bad, jnp.where(zero, jnp.inf, value))
+    pair = _inputs.prepare_pair(
+        predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
+    )
+    return psnr_from_pair(pair)

@@ -14,12 +14,11 @@ import numbers
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _filters, _jit, _metrics, _ssim
+from dssim_mae_jax import _filters, _inputs, _jit, _reductions, _ssim, _ssim_maps, _validation
 
 # The standard deviations of the released loss layers (NVlabs/PL4NN, src/loss.py).
 ZHAO_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -46,7 +45,7 @@ def check_sigmas(sigmas) -> tuple[float, ...]:
 class _Window(NamedTuple):
     """One sigma's window: its taps, and how far inside the full window they start."""
 
-    spec: _ssim._Spec  # "valid" statistics with the kept taps
+    spec: _ssim_maps.Spec  # "valid" statistics with the kept taps
     offset: int  # taps dropped at each end of the full `filter_size` window
 
 
@@ -67,7 +66,7 @@ def _windows(sigmas, filter_size, spatial_dims, dtype) -> tuple[_Window, ...]:
         while filter_size - 2 * offset > 2 and taps[offset] == taps[-1 - offset] == 0.0:
             offset += 1
         kept = taps[offset : filter_size - offset]
-        out.append(_Window(_ssim._Spec(kept, spatial_dims, "valid"), offset))
+        out.append(_Window(_ssim_maps.Spec(kept, spatial_dims, "valid"), offset))
     return tuple(out)
 
 
@@ -80,68 +79,46 @@ def _crop(v, axes, offset):
     return v
 
 
-class _Prepared(NamedTuple):
-    """What `_product_map` and the mean need (see `_prepare`)."""
+def multi_sigma_map(pair: _inputs.Pair, *, sigmas, filter_size, k1, k2, padding):
+    """``l_largest * prod_s cs_s`` of a prepared pair, and the largest sigma's spec.
 
-    windows: tuple[_Window, ...]
-    largest: int  # index of the largest sigma in `windows`
-    inputs: _ssim._Prepared  # checked, masked and scaled images; the largest sigma's spec
-    x: jnp.ndarray  # padded once for every window
-    y: jnp.ndarray
-    padded_mask: jnp.ndarray | None
-
-
-def _prepare(predictions, targets, *, sigmas, spatial_dims, **options) -> _Prepared:
-    """Checks every option and prepares the images as :func:`ssim` does.
-
-    :func:`_ssim._prepare` (with the window of the largest sigma) checks the
-    options, zeroes masked-out pixels, flags images with NaN or inf and divides
-    by ``max_val``. The images are then padded once for every sigma, whose
+    The options are checked as :func:`ssim` checks them (with the window of
+    the largest sigma). The images are padded once for every sigma, whose
     statistics are then "valid" ones; as in `ssim`, "same" treats the zero
-    padding as data (mask 1 there).
+    padding as data (mask 1 there). Each sigma's statistics are the valid
+    ones of its kept taps on the images cropped by its offset: the same
+    positions as the full window's. Written as ``SSIM_largest * prod_{s !=
+    largest} cs_s`` (SSIM = l * cs), so no factor is ever divided by another
+    (cs may be 0).
     """
     sigmas = check_sigmas(sigmas)
-    x, y = _ssim._inputs(predictions, targets, spatial_dims)
-    p = _ssim._prepare(
-        x,
-        y,
+    spec, c1, c2 = _ssim_maps.make_spec(
+        pair.x.shape,
+        pair.x.dtype,
+        filter_size=filter_size,
         filter_sigma=max(sigmas),
+        k1=k1,
+        k2=k2,
         window="gaussian",
-        spatial_dims=spatial_dims,
-        **options,
+        padding=padding,
+        spatial_dims=pair.spatial_dims,
     )
-    windows = _windows(sigmas, len(p.spec.taps), spatial_dims, p.x.dtype)
-    mask = None if p.mask is None else _ssim._pad(p.spec, p.mask, constant=1.0)
-    return _Prepared(
-        windows, int(np.argmax(sigmas)), p, _ssim._pad(p.spec, p.x), _ssim._pad(p.spec, p.y), mask
-    )
-
-
-def _product_map(p: _Prepared):
-    """``l_largest * prod_s cs_s`` from padded images, each factor from the SSIM core.
-
-    Each sigma's statistics are the valid ones of its kept taps on the images
-    cropped by its offset: the same positions as the full window's. Written as
-    ``SSIM_largest * prod_{s != largest} cs_s`` (SSIM = l * cs), so no factor is
-    ever divided by another (cs may be 0). The analytic VJP of each factor
-    recomputes its statistics; only the map a sigma contributes is
-    differentiated (the other gets a symbolic zero cotangent, so its gradient
-    terms are never computed).
-    """
+    windows = _windows(sigmas, len(spec.taps), pair.spatial_dims, pair.x.dtype)
+    largest = int(np.argmax(sigmas))
+    x, y = _ssim_maps.pad(spec, pair.x), _ssim_maps.pad(spec, pair.y)
+    mask = None if pair.mask is None else _ssim_maps.pad(spec, pair.mask, constant=1.0)
     out = None
-    for i, (spec, offset) in enumerate(p.windows):
-        crop = functools.partial(_crop, axes=spec.axes, offset=offset)
-        s_map, cs_map = _ssim._ssim_cs_maps(
-            spec, crop(p.x), crop(p.y), crop(p.padded_mask), p.inputs.c1, p.inputs.c2
-        )
-        factor = s_map if i == p.largest else cs_map
+    for i, (window_spec, offset) in enumerate(windows):
+        crop = functools.partial(_crop, axes=window_spec.axes, offset=offset)
+        s_map, cs_map = _ssim_maps.ssim_cs_maps(window_spec, crop(x), crop(y), crop(mask), c1, c2)
+        factor = s_map if i == largest else cs_map
         out = factor if out is None else out * factor
-    return out
+    return out, spec
 
 
 @_jit.jit_public(
     ("sigmas", "filter_size", "k1", "k2", "padding", "spatial_dims", "return_map"),
-    checks=_ssim._CHECKS,
+    check_all=_ssim.CHECK_CONCRETE,
 )
 def multi_sigma_ssim(
     predictions: ArrayLike,
@@ -251,22 +228,17 @@ def multi_sigma_ssim(
       layers NVlabs/PL4NN ``src/loss.py`` (``MSSSIM``). kornia
       ``kornia.losses.MS_SSIMLoss`` (the sliding-window form).
     """
-    p = _prepare(
-        predictions,
-        targets,
-        max_val=max_val,
-        sigmas=sigmas,
-        filter_size=filter_size,
-        k1=k1,
-        k2=k2,
-        padding=padding,
-        spatial_dims=spatial_dims,
-        mask=mask,
+    _validation.check_bool("return_map", return_map)
+    pair = _inputs.prepare_pair(
+        predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
     )
-    value_map = _product_map(p)
+    value_map, spec = multi_sigma_map(
+        pair, sigmas=sigmas, filter_size=filter_size, k1=k1, k2=k2, padding=padding
+    )
     # NaN or inf in a valid pixel: the image cannot be scored (explicitly, whatever
     # the arithmetic would make of it).
     if return_map:
-        return _metrics.nan_where(p.inputs.bad, value_map, spatial_dims + 1)
-    mean = _ssim._per_image_mean(p.inputs.spec, value_map, p.inputs.mask)[0]
-    return _metrics.nan_where(p.inputs.bad, mean)
+        return _reductions.nan_where(pair.bad, value_map, spatial_dims + 1)
+    centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
+    mean = _reductions.map_mean(value_map, centre, spatial_dims)[0]
+    return _reductions.nan_where(pair.bad, mean)

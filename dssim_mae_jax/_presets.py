@@ -9,11 +9,15 @@ tracing starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
+import warnings
 
-from dssim_mae_jax import _validation
+import numpy as np
+
+from dssim_mae_jax import _filters, _validation
 from dssim_mae_jax._multi_sigma import ZHAO_FILTER_SIZE, ZHAO_SIGMAS, check_sigmas
-from dssim_mae_jax._ssim import MS_SSIM_WEIGHTS
+from dssim_mae_jax._pyramid import MS_SSIM_WEIGHTS
 
 STRUCTURES = ("ssim", "ms_ssim", "multi_sigma")
 DSSIM_FORMS = ("half", "full")
@@ -21,11 +25,11 @@ MAE_WEIGHTINGS = ("mean", "gaussian")
 REDUCTIONS = ("none", "mean", "sum")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class LossConfig:
     """Everything that defines one DSSIM+MAE loss.
 
-    The per-image loss is ``w_structural * D + w_absolute * M`` where
+    The per-image loss is ``structural_weight * D + mae_weight * M`` where
 
     * ``D`` is the structural term: ``(1 - S) / 2`` (``dssim_form="half"``) or
       ``1 - S`` (``"full"``), ``S`` being SSIM, the pyramid MS-SSIM of Wang et
@@ -44,8 +48,10 @@ class LossConfig:
     per-image loss is then the mean of the loss map.
 
     Attributes:
-      w_structural: weight of the structural term ``D`` (>= 0).
-      w_absolute: weight of the absolute term ``M`` (>= 0).
+      structural_weight: weight of the structural term ``D`` (>= 0). The old
+        name ``w_structural`` still works, with a ``DeprecationWarning``.
+      mae_weight: weight of the MAE term ``M`` (>= 0). The old name
+        ``w_absolute`` still works, with a ``DeprecationWarning``.
       structure: ``"ssim"`` (:func:`dssim_mae_jax.ssim`), ``"ms_ssim"`` (the
         pyramid :func:`dssim_mae_jax.ms_ssim`) or ``"multi_sigma"``
         (:func:`dssim_mae_jax.multi_sigma_ssim`, Zhao et al.'s own).
@@ -82,12 +88,12 @@ class LossConfig:
 
     Examples:
       >>> from dssim_mae_jax import LossConfig
-      >>> LossConfig(w_structural=0.8, w_absolute=0.2, dssim_form="full").structure
+      >>> LossConfig(structural_weight=0.8, mae_weight=0.2, dssim_form="full").structure
       'ssim'
     """
 
-    w_structural: float = 0.84
-    w_absolute: float = 0.16
+    structural_weight: float = 0.84
+    mae_weight: float = 0.16
     structure: str = "ssim"
     dssim_form: str = "half"
     max_val: float = 1.0
@@ -108,8 +114,8 @@ class LossConfig:
     return_map: bool = False
 
     def __post_init__(self):
-        _validation.check_nonnegative("w_structural", self.w_structural)
-        _validation.check_nonnegative("w_absolute", self.w_absolute)
+        _validation.check_nonnegative("structural_weight", self.structural_weight)
+        _validation.check_nonnegative("mae_weight", self.mae_weight)
         _validation.check_choice("structure", self.structure, STRUCTURES)
         _validation.check_choice("dssim_form", self.dssim_form, DSSIM_FORMS)
         _validation.check_choice("mae_weighting", self.mae_weighting, MAE_WEIGHTINGS)
@@ -120,8 +126,11 @@ class LossConfig:
         _validation.check_positive("max_val", self.max_val)
         _validation.check_positive("filter_size", self.filter_size, integer=True)
         _validation.check_positive("filter_sigma", self.filter_sigma)
-        _validation.check_nonnegative("k1", self.k1)
-        _validation.check_nonnegative("k2", self.k2)
+        # float32: the dtype a loss on float32 or integer images computes in.
+        _validation.check_stabilisers(self.k1, self.k2, np.float32)
+        if float(self.max_val) > float(np.finfo(np.float32).max):
+            raise ValueError(f"`max_val` must be finite in float32, got {self.max_val}.")
+        _filters.window_taps(self.window, self.filter_size, self.filter_sigma)
         for name in ("normalize_mae", "clip", "per_pixel", "return_map"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}.")
@@ -156,45 +165,93 @@ class LossConfig:
             )
 
     @property
+    def w_structural(self) -> float:
+        """Deprecated name of :attr:`structural_weight`."""
+        _deprecated("w_structural", "structural_weight")
+        return self.structural_weight
+
+    @property
+    def w_absolute(self) -> float:
+        """Deprecated name of :attr:`mae_weight`."""
+        _deprecated("w_absolute", "mae_weight")
+        return self.mae_weight
+
+    @property
     def levels(self) -> int:
         """Number of scales of the structural term (1 for SSIM)."""
         return len(self.power_factors) if self.structure == "ms_ssim" else 1
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(LossConfig))
+# Old spellings of fields, still accepted with a DeprecationWarning.
+RENAMED = {"w_structural": "structural_weight", "w_absolute": "mae_weight"}
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"`{old}` is deprecated; use `{new}`.", DeprecationWarning, stacklevel=3)
+
+
+def renamed_fields(fields) -> dict:
+    """`fields` with old spellings replaced by the current names (with a warning)."""
+    out = {}
+    for name, value in dict(fields).items():
+        if name in RENAMED:
+            _deprecated(name, RENAMED[name])
+            if RENAMED[name] in fields:
+                raise TypeError(f"Give `{RENAMED[name]}` or `{name}`, not both.")
+            name = RENAMED[name]
+        out[name] = value
+    return out
+
+
+_dataclass_init = LossConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self, **fields):
+    _dataclass_init(self, **renamed_fields(fields))
+
+
+LossConfig.__init__ = _init
 
 
 def check_fields(names, what: str) -> None:
     """Raises if any of `names` is not a LossConfig field, listing the valid ones."""
-    unknown = sorted(set(names) - set(FIELDS))
+    unknown = sorted(set(names) - set(FIELDS) - set(RENAMED))
     if unknown:
         raise ValueError(f"Unknown {what} {unknown}; valid LossConfig fields are {sorted(FIELDS)}.")
 
 
 # Zhao et al.'s mix: 0.84 * (1 - MS-SSIM) + 0.16 * L1 weighted by the coarsest Gaussian.
 _ZHAO_MIX = dict(
-    w_structural=0.84, w_absolute=0.16, dssim_form="full", max_val=1.0, mae_weighting="gaussian"
+    structural_weight=0.84,
+    mae_weight=0.16,
+    dssim_form="full",
+    max_val=1.0,
+    mae_weighting="gaussian",
 )
 
 # The recipes, each with its source. Weights are the authors' own.
 PRESETS: types.MappingProxyType[str, LossConfig] = types.MappingProxyType(
     {
         # Keras/TF loss users start from: 0.8 * (1 - tf.image.ssim) + 0.2 * MAE on [0, 1].
-        "seed-naive": LossConfig(w_structural=0.8, w_absolute=0.2, dssim_form="full", max_val=1.0),
+        "seed-naive": LossConfig(
+            structural_weight=0.8, mae_weight=0.2, dssim_form="full", max_val=1.0
+        ),
         # The "normalised" PyTorch variant for 8-bit data: 0.5*(1 - SSIM) + 0.5*MAE/255.
         "seed-normalized": LossConfig(
-            w_structural=0.5, w_absolute=0.5, dssim_form="full", max_val=255.0
+            structural_weight=0.5, mae_weight=0.5, dssim_form="full", max_val=255.0
         ),
         # Kerbl et al. 2023: (1 - lambda) * L1 + lambda * (1 - SSIM), lambda = 0.2,
         # SSIM from an 11x11 Gaussian with zero "same" padding, mean over the full map.
         "gaussian-splatting": LossConfig(
-            w_structural=0.2, w_absolute=0.8, dssim_form="full", max_val=1.0, padding="same"
+            structural_weight=0.2, mae_weight=0.8, dssim_form="full", max_val=1.0, padding="same"
         ),
         # Godard et al. 2019: per pixel 0.85 * clip((1 - SSIM)/2, 0, 1) + 0.15 * |x - y|,
         # SSIM from 3x3 box statistics with reflect padding; then the mean.
         "monodepth2": LossConfig(
-            w_structural=0.85,
-            w_absolute=0.15,
+            structural_weight=0.85,
+            mae_weight=0.15,
             dssim_form="half",
             max_val=1.0,
             clip=True,

@@ -6,6 +6,7 @@ raises while a function is being traced, never on values inside ``jit``.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -65,7 +66,8 @@ def as_float_pair(
 
 
 def check_positive(name: str, value, *, allow_none: bool = False, integer: bool = False):
-    """Positive Python numbers; arrays (possibly traced) pass through unchecked."""
+    """Positive Python, NumPy or concrete JAX numbers; traced arrays pass through unchecked."""
+    value = concrete_scalar(value)
     if value is None:
         if allow_none:
             return
@@ -95,13 +97,40 @@ def check_positive(name: str, value, *, allow_none: bool = False, integer: bool 
     raise TypeError(f"`{name}` must be a positive number, got {type(value).__name__} ({value!r}).")
 
 
+def concrete_scalar(value):
+    """A concrete 0-d NumPy or JAX array as a Python scalar; anything else unchanged."""
+    if isinstance(value, np.ndarray | np.generic | jax.Array) and np.ndim(value) == 0:
+        try:
+            return np.asarray(value).item()
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            return value  # traced: checked in the computation (NaN for impossible values)
+    return value
+
+
 def check_nonnegative(name: str, value) -> None:
-    if isinstance(value, np.ndarray | np.generic) and np.ndim(value) == 0:
-        value = value.item()  # a concrete NumPy scalar or 0-d array (dm_pix's tests pass these)
+    """A finite real number >= 0 (Python, NumPy or concrete 0-d JAX scalar)."""
+    value = concrete_scalar(value)  # dm_pix's tests pass NumPy scalars
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} ({value!r}).")
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"`{name}` must be a finite number >= 0, got {value}.")
+
+
+def check_stabilisers(k1, k2, dtype) -> None:
+    """``k1`` and ``k2``: finite, >= 0, their squares finite in `dtype`, not both 0.
+
+    With both 0, identical constant images give SSIM 0/0 (NaN) and a NaN
+    gradient, so that is refused. (With ``k1 = 0`` alone, positions whose two
+    local means are 0 give NaN; with ``k2 = 0`` alone, flat patches do.)
+    """
+    for name, k in (("k1", k1), ("k2", k2)):
+        check_nonnegative(name, k)
+        if float(concrete_scalar(k)) > math.sqrt(float(np.finfo(dtype).max)):
+            raise ValueError(f"`{name}` ** 2 must be finite in {np.dtype(dtype).name}, got {k}.")
+    if float(concrete_scalar(k1)) == 0 and float(concrete_scalar(k2)) == 0:
+        raise ValueError(
+            "`k1` and `k2` must not both be 0: identical flat images would give SSIM 0/0 (NaN)."
+        )
 
 
 def check_choice(name: str, value, choices: Sequence[str]) -> None:
@@ -192,10 +221,12 @@ def check_mask_values(mask) -> None:
         return
     if not hasattr(mask, "dtype"):
         mask = np.asarray(mask)
-    if not (
-        jnp.issubdtype(jnp.dtype(mask.dtype), jnp.number) or jnp.dtype(mask.dtype) == jnp.bool_
-    ):
-        raise TypeError(f"`mask` must be numeric or bool, got dtype {mask.dtype}.")
+    dtype = jnp.dtype(mask.dtype)
+    real = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    if not (real or dtype == jnp.bool_):
+        raise TypeError(
+            f"`mask` must hold real weights (floating-point, integer or bool), got dtype {dtype}."
+        )
     try:
         concrete = np.asarray(mask)
     except jax.errors.TracerArrayConversionError:
@@ -218,12 +249,19 @@ def check_min_size(shape: tuple[int, ...], spatial_dims: int, min_size: int, why
 
 
 def broadcast_mask(mask: ArrayLike | None, shape: tuple[int, ...], dtype) -> jnp.ndarray | None:
-    """Checks that `mask` broadcasts to the image shape and returns it broadcast."""
+    """Checks that `mask` broadcasts to the image shape and returns it broadcast.
+
+    Its values are checked before the compiled call (:func:`check_mask_values`).
+    """
     if mask is None:
         return None
     if not hasattr(mask, "shape"):
         mask = np.asarray(mask)
-    check_mask_values(mask)
+    dtype = jnp.dtype(mask.dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating) or not (
+        dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.number)
+    ):
+        raise TypeError(f"`mask` must hold real weights or bools, got dtype {dtype}.")
     try:
         out_shape = np.broadcast_shapes(tuple(mask.shape), tuple(shape))
     except ValueError:

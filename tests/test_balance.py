@@ -22,13 +22,13 @@ def test_first_step_puts_both_terms_near_one_and_state_advances():
     state = dmj.init_balance_state()
     loss, aux, state = jax.jit(loss_fn)(x, y, state)
     assert loss.shape == (3,) and int(state.count) == 1
-    np.testing.assert_allclose(aux["scale_dssim"][0], jnp.mean(aux["dssim"]), rtol=1e-4)
+    np.testing.assert_allclose(aux["scale_structural"][0], jnp.mean(aux["structural"]), rtol=1e-4)
     np.testing.assert_allclose(aux["scale_mae"][0], jnp.mean(aux["mae"]), rtol=1e-4)
     assert float(jnp.mean(aux["mae"])) > 10.0  # raw MAE in grey levels
     np.testing.assert_allclose(jnp.mean(loss), 0.8 + 0.2, rtol=1e-3)
     # The raw terms in aux are those of make_loss.
     _, raw = jax.jit(dmj.make_loss("seed-naive", max_val=255.0, normalize_mae=False))(x, y)
-    np.testing.assert_allclose(aux["dssim"], raw["dssim"], rtol=1e-6)
+    np.testing.assert_allclose(aux["structural"], raw["structural"], rtol=1e-6)
 
 
 def test_ema_with_bias_correction_matches_a_numpy_recurrence():
@@ -45,13 +45,13 @@ def test_ema_with_bias_correction_matches_a_numpy_recurrence():
     for t in range(1, 5):
         x, y = _images(seed=t)
         w_s = jnp.float32(0.1 * t)
-        loss, aux, state = loss_fn(x, y, state, {"ssim": w_s, "mae": jnp.float32(1.0)})
-        current = np.array([np.mean(aux["dssim"]), np.mean(aux["mae"])])
+        loss, aux, state = loss_fn(x, y, state, {"structural": w_s, "mae": jnp.float32(1.0)})
+        current = np.array([np.mean(aux["structural"]), np.mean(aux["mae"])])
         ema = 0.9 * ema + 0.1 * current
         scale = ema / (1 - 0.9**t) + 1e-6
         np.testing.assert_allclose(state.magnitudes, ema, rtol=1e-5)
-        np.testing.assert_allclose(aux["scale_dssim"], scale[0], rtol=1e-5)
-        expected = 0.1 * t * aux["dssim"] / scale[0] + aux["mae"] / scale[1]
+        np.testing.assert_allclose(aux["scale_structural"], scale[0], rtol=1e-5)
+        expected = 0.1 * t * aux["structural"] / scale[0] + aux["mae"] / scale[1]
         np.testing.assert_allclose(loss, expected, rtol=1e-5)
     assert len(traces) == 1  # weights and state changed every step
 
@@ -70,7 +70,7 @@ def test_gradient_finite_and_the_scale_carries_no_gradient():
     # Same gradient as the unbalanced loss with the scales as constant weights.
     _, aux, _ = jax.jit(loss_fn)(x, y, state)
     plain = dmj.make_loss("monodepth2", reduction="mean")
-    weights = {"ssim": 0.85 / aux["scale_dssim"][0], "mae": 0.15 / aux["scale_mae"][0]}
+    weights = {"structural": 0.85 / aux["scale_structural"][0], "mae": 0.15 / aux["scale_mae"][0]}
     g_ref = jax.jit(jax.grad(lambda p, w: plain(p, y, weights=w)[0]))(x, weights)
     np.testing.assert_allclose(g, g_ref, rtol=1e-4, atol=1e-8)
     # Identical images: zero terms, finite everything.
@@ -96,7 +96,7 @@ def test_unscorable_images_stay_out_of_the_estimate():
     bad = np.array(x)
     bad[2, 4, 4, 0] = np.nan
     loss, aux, state = loss_fn(bad, y, dmj.init_balance_state())
-    assert np.isnan(float(loss[2])) and np.isnan(float(aux["dssim"][2]))
+    assert np.isnan(float(loss[2])) and np.isnan(float(aux["structural"][2]))
     # The two scorable images give the estimate (and losses) of a batch of just them.
     np.testing.assert_allclose(state.magnitudes, clean_state.magnitudes, rtol=1e-6)
     np.testing.assert_allclose(loss[:2], clean_loss, rtol=1e-6)

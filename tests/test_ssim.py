@@ -122,7 +122,7 @@ def test_other_spatial_dims_match_reference(x64, spatial_dims, shape):
 
 
 def test_constant_images_analytic_values():
-    """(2ab + C1) / (a^2 + b^2 + C1) for flat images (DOMAIN.md section 1)."""
+    """(2ab + C1) / (a^2 + b^2 + C1) for flat images (no variance; docs/ssim_derivatives.md)."""
     ones, zeros = np.ones((16, 16, 1), np.float32), np.zeros((16, 16, 1), np.float32)
     np.testing.assert_allclose(ssim(ones, zeros, max_val=1.0), 9.999000099990e-05, rtol=1e-6)
     np.testing.assert_allclose(

@@ -40,8 +40,8 @@ def test_strategy_config_changes_only_loss_weights():
         old, new = base.phases, cfg.phases
         assert [p.fraction for p in new] == [p.fraction for p in old]
         assert [dict(p.learning_rates) for p in new] == [dict(p.learning_rates) for p in old]
-        assert (new[0].ssim_weight, new[0].mae_weight) == s.first
-        assert all((p.ssim_weight, p.mae_weight) == s.rest for p in new[1:])
+        assert (new[0].structural_weight, new[0].mae_weight) == s.first
+        assert all((p.structural_weight, p.mae_weight) == s.rest for p in new[1:])
         # Everything else is the base config.
         a, b = cfg.to_dict(), base.to_dict()
         assert {k for k in a if a[k] != b[k]} <= {"phases", "seed"}
@@ -56,7 +56,7 @@ def test_comparison_config_defaults():
 
 def test_phased_strategy_needs_two_phases():
     one = strategies.comparison_config(
-        **TINY, phases=[{"name": "all", "fraction": 1.0, "ssim_weight": 0.5, "mae_weight": 0.5}]
+        **TINY, phases=[{"name": "all", "fraction": 1.0, "structural_weight": 0.5, "mae_weight": 0.5}]
     )
     assert strategies.strategy_config(one, strategies.STRATEGIES["mae"]).phases[0].mae_weight == 1
     with pytest.raises(training.ConfigError, match="at least two"):
@@ -174,9 +174,9 @@ def test_compare_strategies_end_to_end(tmp_path, capsys):
         for rec in records:
             # A record's "step" counts the steps done; its weights are those of step - 1.
             expected = r.spec.first if rec["step"] - 1 < switch else r.spec.rest
-            assert (rec["w_ssim"], rec["w_mae"]) == pytest.approx(expected)
+            assert (rec["structural_weight"], rec["mae_weight"]) == pytest.approx(expected)
             # Both terms are logged whatever their weights.
-            assert np.isfinite(rec["mae"]) and np.isfinite(rec["dssim"])
+            assert np.isfinite(rec["mae"]) and np.isfinite(rec["structural"])
 
     crops = strategies.restored_crops(runs, crop=16)
     assert len(crops) == 2

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dssim_mae_jax as dmj
-from dssim_mae_jax._ssim import ms_ssim_min_size
+from dssim_mae_jax._pyramid import ms_ssim_min_size
 from dssim_mae_jax.metrics import MAE, MSSSIM, PSNR, SSIM
 
 from . import _color

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 import dssim_mae_jax as dmj
-from dssim_mae_jax._ssim import ms_ssim_min_size
+from dssim_mae_jax._pyramid import ms_ssim_min_size
 
 from ._config import FIXED_LOSS_OPTIONS, Config, ConfigError
 from ._data import degrade
@@ -83,21 +83,14 @@ def create_train_state(config: Config, tx: optax.GradientTransformation) -> Trai
     )
 
 
-# ------------------------------------------------------------------ the loss's own names
-# Training speaks of "structural_weight" / "mae_weight" and logs the structural term as
-# "structural". This block translates to and from the names `make_loss` uses: the one place to
-# change when the loss adopts the same names.
-LOSS_AUX_NAMES = {"dssim": "structural"}  # a loss aux key -> the name training logs
-
-
 def to_loss_weights(structural_weight: jax.Array, mae_weight: jax.Array) -> dict:
     """The ``weights=`` argument of a `make_loss` loss for these two term weights."""
-    return {"ssim": structural_weight, "mae": mae_weight}
+    return {"structural": structural_weight, "mae": mae_weight}
 
 
 def preset_weights(cfg) -> dict[str, float]:
     """A loss config's term weights as ``{"structural_weight": ..., "mae_weight": ...}``."""
-    return {"structural_weight": float(cfg.w_structural), "mae_weight": float(cfg.w_absolute)}
+    return {"structural_weight": float(cfg.structural_weight), "mae_weight": float(cfg.mae_weight)}
 
 
 def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
@@ -207,7 +200,7 @@ def train_step(
         nonfinite=nonfinite,
         nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
     )
-    terms = {LOSS_AUX_NAMES.get(k, k): jnp.mean(v) for k, v in aux.items() if k != "loss"}
+    terms = {k: jnp.mean(v) for k, v in aux.items() if k != "loss"}
     metrics = {"loss": loss, **terms, **at}
     metrics.update(finite=finite, nonfinite=nonfinite)
     return new_state, metrics

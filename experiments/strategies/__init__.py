@@ -4,7 +4,7 @@ Every strategy is the *same* `training.Config` (model, data, steps, phase fracti
 rates, seeds) with different loss weights per phase, so the only thing that changes between
 rows is the objective:
 
-* ``mae``: MAE only (``ssim_weight=0, mae_weight=1`` in every phase);
+* ``mae``: MAE only (``structural_weight=0, mae_weight=1`` in every phase);
 * ``dssim``: DSSIM only (``1, 0``);
 * ``dssim_mae``: DSSIM+MAE throughout (``alpha, 1 - alpha``; Zhao et al.'s alpha = 0.84);
 * ``phased``: MAE in the first phase, then DSSIM+MAE (Zhao et al.'s switch).

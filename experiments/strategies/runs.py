@@ -1,7 +1,7 @@
 """The strategies, their configs, and the training runs of a comparison.
 
 The base config's phases are kept as they are (fractions, learning rates, frozen groups); a
-strategy only rewrites their ``ssim_weight`` / ``mae_weight``: the first phase gets the
+strategy only rewrites their ``structural_weight`` / ``mae_weight``: the first phase gets the
 strategy's ``first`` weights, every later phase its ``rest`` weights.
 """
 
@@ -21,7 +21,7 @@ from dssim_mae_jax import training
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    """Loss weights of one strategy, as ``(ssim_weight, mae_weight)`` pairs.
+    """Loss weights of one strategy, as ``(structural_weight, mae_weight)`` pairs.
 
     Attributes:
       name: short identifier (a workdir name and a table row).
@@ -87,8 +87,8 @@ def strategy_config(
         )
     phases = []
     for i, p in enumerate(base.phases):
-        ssim_weight, mae_weight = strategy.first if i == 0 else strategy.rest
-        phases.append(dataclasses.replace(p, ssim_weight=ssim_weight, mae_weight=mae_weight))
+        structural_weight, mae_weight = strategy.first if i == 0 else strategy.rest
+        phases.append(dataclasses.replace(p, structural_weight=structural_weight, mae_weight=mae_weight))
     changes: dict[str, Any] = {"phases": tuple(phases)}
     if seed is not None:
         changes["seed"] = seed
