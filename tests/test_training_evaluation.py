@@ -95,6 +95,11 @@ def test_score_images_needs_one_name_per_image():
     _, shown = training.evaluate_dataset(config, evaluate, {}, _images(), seed=0)
     with pytest.raises(ValueError, match="names"):
         _evaluation.score_images(config, shown, ["only-one"])
+    # No held-out image: no metric at all (NaN would read as a diverged model).
+    assert training.evaluate_dataset(config, evaluate, {}, [], seed=0) == (
+        {"input": {}, "model": {}},
+        [],
+    )
 
 
 def test_probe_is_the_psnr_of_fixed_held_out_crops():

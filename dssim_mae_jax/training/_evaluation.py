@@ -164,6 +164,8 @@ def evaluate_dataset(
         shown.append(
             (np.asarray(out["input"][0]), np.asarray(out["model"][0]), np.asarray(clean[0]))
         )
+    if not shown:  # no held-out image: no metric (not NaN, which would read as a divergence)
+        return {which: {} for which in ROWS}, shown
     states = accumulate(metric_states(config, images), shown)
     means = {w: {k: float(s.compute()) for k, s in m.items()} for w, m in states.items()}
     return means, shown
@@ -180,7 +182,7 @@ def conventions(config: Config, means: dict) -> dict:
         "max_val": 1.0,
         "psnr": "image_mean",
         "ssim": "Wang et al. (2004): 11-tap Gaussian window, sigma 1.5, k1 0.01, k2 0.03, "
-        "valid positions only, mean over RGB channels",
+        "valid positions only, mean over channels",
         "mae": "mean absolute error over pixels and channels, on [0, 1]",
     }
     if "ms_ssim" in means.get("model", {}):
