@@ -209,7 +209,12 @@ def comparison_report(
     base, seeds = runs[0].config, sorted({r.seed for r in runs})
     strategies = list({r.strategy: r.spec for r in runs}.values())
     weights = _table(
-        ["name", "strategy", "first phase: structural / MAE weight", "later phases: structural / MAE weight"],
+        [
+            "name",
+            "strategy",
+            "first phase: structural / MAE weight",
+            "later phases: structural / MAE weight",
+        ],
         [[f"`{s.name}`", s.label, _pair(s.first), _pair(s.rest)] for s in strategies],
     )
     names = {s.name for s in strategies}
