@@ -96,7 +96,13 @@ def _structure_map(cfg: LossConfig, pair: _inputs.Pair):
     shared = dict(filter_size=cfg.filter_size, k1=cfg.k1, k2=cfg.k2, padding=cfg.padding)
     if cfg.structure == "multi_sigma":
         return multi_sigma_map(pair, sigmas=cfg.sigmas, **shared)
-    return ssim_map(pair, filter_sigma=cfg.filter_sigma, window=cfg.window, **shared)
+    return ssim_map(
+        pair,
+        filter_sigma=cfg.filter_sigma,
+        window=cfg.window,
+        implementation=cfg.implementation,
+        **shared,
+    )
 
 
 def evaluate_terms(cfg: LossConfig, pair: _inputs.Pair) -> dict:
@@ -364,7 +370,8 @@ def dssim_mae_loss(
       **ssim_options: other :class:`LossConfig` fields: ``filter_size``,
         ``filter_sigma``, ``k1``, ``k2``, ``window``, ``padding``,
         ``spatial_dims``, ``power_factors``, ``sigmas``, ``clip``,
-        ``per_pixel``, ``mae_weighting``.
+        ``per_pixel``, ``mae_weighting``, ``implementation`` (``"pallas"``:
+        the fused SSIM kernels, see :func:`ssim`).
 
     Returns:
       The loss per image (shape ``predictions.shape[:-1 - spatial_dims]``), its

@@ -117,7 +117,16 @@ def multi_sigma_map(pair: _inputs.Pair, *, sigmas, filter_size, k1, k2, padding)
 
 
 @_jit.jit_public(
-    ("sigmas", "filter_size", "k1", "k2", "padding", "spatial_dims", "return_map"),
+    (
+        "sigmas",
+        "filter_size",
+        "k1",
+        "k2",
+        "padding",
+        "spatial_dims",
+        "return_map",
+        "implementation",
+    ),
     check_all=_ssim.CHECK_CONCRETE,
 )
 def multi_sigma_ssim(
@@ -133,6 +142,7 @@ def multi_sigma_ssim(
     spatial_dims: int = 2,
     mask: ArrayLike | None = None,
     return_map: bool = False,
+    implementation: str | None = None,
 ) -> jax.Array:
     r"""Full-resolution multi-sigma MS-SSIM of each image (Zhao et al., as released).
 
@@ -199,6 +209,9 @@ def multi_sigma_ssim(
         A concrete mask must be finite and >= 0 (a traced NaN weight gives NaN).
       return_map: return the per-channel map instead of its mean (shape as
         for :func:`ssim` with this ``filter_size`` and ``padding``).
+      implementation: ``None`` or ``"xla"`` (the same, the only one here).
+        ``"pallas"`` raises a ``ValueError``: the fused kernels compute the
+        SSIM map, not the contrast-structure maps this product needs.
 
     Returns:
       MS-SSIM per image, shape ``predictions.shape[:-1 - spatial_dims]``,
@@ -210,7 +223,7 @@ def multi_sigma_ssim(
         below ``filter_size``, empty or non-positive ``sigmas``, an unknown
         ``padding``, a non-positive ``filter_size`` or ``max_val``, negative
         ``k1``/``k2``, a mask that does not broadcast or holds negative or
-        non-finite weights.
+        non-finite weights, an unknown ``implementation`` or ``"pallas"``.
       TypeError: non-numeric inputs or options of the wrong type.
 
     Examples:
@@ -229,6 +242,7 @@ def multi_sigma_ssim(
       ``kornia.losses.MS_SSIMLoss`` (the sliding-window form).
     """
     _validation.check_bool("return_map", return_map)
+    _ssim.resolve_implementation(implementation, pallas=_ssim.PALLAS_HAS_NO_CS)
     pair = _inputs.prepare_pair(
         predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
     )

@@ -21,11 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from dssim_mae_jax import _filters
+from dssim_mae_jax import _filters, _reductions
 from dssim_mae_jax import _pallas_kernels as kernels
 
 PADDINGS = ("valid", "same", "reflect")
-IMPLEMENTATIONS = (None, "xla", "pallas")
 
 # Default tile: 32 output rows (the K - 1 halo rows are a third extra work for
 # 11 taps) by 128 merged columns, 4 warps. Not tuned on a device yet.
@@ -189,27 +188,6 @@ def _fused_map_bwd(spec, saved, gs):
 _fused_map.defvjp(_fused_map_fwd, _fused_map_bwd)
 
 
-def _unit_mean(values, weights, axes, deficits=None):
-    """Weighted mean of values <= 1 over `axes`, as (mean, 1 - mean).
-
-    Near 1 the mean is taken from the averaged deficits ``1 - values`` (a map
-    of exact ones gives exactly 1), below 1/2 from the values; all-zero
-    weights give (1, 0). The same rule as the XLA path's per-image mean.
-    """
-    if deficits is None:
-        deficits = 1.0 - values
-    if weights is None:
-        mean, deficit = jnp.mean(values, axis=axes), jnp.mean(deficits, axis=axes)
-    else:
-        total = jnp.sum(weights, axis=axes)
-        nothing = total == 0
-        safe = jnp.where(nothing, 1.0, total)
-        mean = jnp.where(nothing, 1.0, jnp.sum(values * weights, axis=axes) / safe)
-        deficit = jnp.where(nothing, 0.0, jnp.sum(deficits * weights, axis=axes) / safe)
-    small = mean < 0.5
-    return jnp.where(small, mean, 1.0 - deficit), jnp.where(small, 1.0 - mean, deficit)
-
-
 def _check(x, y, mask, taps, padding, spatial_dims) -> None:
     if spatial_dims != 2:
         raise ValueError(
@@ -328,6 +306,6 @@ def ssim_map(
     weights = flat[2]
     if weights is not None and padding == "valid":
         weights = _filters.crop_to_centers(weights, (-3, -2), len(taps))
-    per_channel, per_channel_deficit = _unit_mean(s, weights, (1, 2))
-    mean, deficit = _unit_mean(per_channel, None, -1, per_channel_deficit)
+    per_channel, per_channel_deficit = _reductions.unit_mean(s, weights, (1, 2))
+    mean, deficit = _reductions.unit_mean(per_channel, None, -1, per_channel_deficit)
     return FusedSSIM(s.reshape(*lead, *s.shape[1:]), mean.reshape(lead), deficit.reshape(lead))

@@ -18,6 +18,7 @@ import numpy as np
 from dssim_mae_jax import _filters, _validation
 from dssim_mae_jax._multi_sigma import ZHAO_FILTER_SIZE, ZHAO_SIGMAS, check_sigmas
 from dssim_mae_jax._pyramid import MS_SSIM_WEIGHTS
+from dssim_mae_jax._ssim import PALLAS_HAS_NO_CS, resolve_implementation
 
 STRUCTURES = ("ssim", "ms_ssim", "multi_sigma")
 DSSIM_FORMS = ("half", "full")
@@ -80,6 +81,10 @@ class LossConfig:
         ``"sum"`` over the batch (the ``aux`` values stay per image).
       return_map: return the per-pixel loss map instead of the per-image loss
         (needs ``structure="ssim"`` and ``mae_weighting="mean"``).
+      implementation: how SSIM is computed: ``None`` (the default, ``"xla"``
+        on every backend for now), ``"xla"`` or ``"pallas"`` (the fused
+        kernels; needs ``structure="ssim"`` and ``spatial_dims=2``, reverse-mode
+        differentiation only). See :func:`dssim_mae_jax.ssim`.
 
     Raises:
       ValueError: an option outside its allowed values or a combination that
@@ -112,6 +117,7 @@ class LossConfig:
     sigmas: tuple[float, ...] = ZHAO_SIGMAS
     reduction: str = "none"
     return_map: bool = False
+    implementation: str | None = None
 
     def __post_init__(self):
         _validation.check_nonnegative("structural_weight", self.structural_weight)
@@ -157,6 +163,13 @@ class LossConfig:
             raise ValueError(
                 f"`window`={self.window!r} is not supported with structure='multi_sigma' "
                 "(its windows are Gaussians of the given `sigmas`); use window='gaussian'."
+            )
+        if self.structure != "ssim":
+            resolve_implementation(self.implementation, pallas=PALLAS_HAS_NO_CS)
+        elif resolve_implementation(self.implementation) == "pallas" and self.spatial_dims != 2:
+            raise ValueError(
+                "`implementation='pallas'` needs spatial_dims=2 (the fused kernels filter "
+                f"images), got spatial_dims={self.spatial_dims}; use implementation='xla'."
             )
         if (self.per_pixel or self.return_map) and self.mae_weighting != "mean":
             raise ValueError(

@@ -18,6 +18,15 @@ from dssim_mae_jax._pyramid import MS_SSIM_WEIGHTS, ms_ssim_min_size
 
 __all__ = ("MS_SSIM_WEIGHTS", "dssim", "ms_ssim", "ms_ssim_min_size", "ssim")
 
+# The values of the `implementation` option (None: the default, "xla" on every backend
+# until a device measurement shows the Pallas kernels faster; see docs/pallas.md).
+IMPLEMENTATIONS = ("xla", "pallas")
+# Why MS-SSIM (pyramid or multi-sigma) refuses implementation="pallas".
+PALLAS_HAS_NO_CS = (
+    "MS-SSIM (the fused kernels compute the SSIM map, not the contrast-structure maps "
+    "MS-SSIM multiplies); use implementation='xla' or None"
+)
+
 # The checks that need concrete values, run before the compiled call (see _jit).
 CHECK_CONCRETE = functools.partial(_inputs.check_concrete, max_val_required=True)
 _SSIM_STATIC = (
@@ -29,16 +38,67 @@ _SSIM_STATIC = (
     "padding",
     "spatial_dims",
     "return_map",
+    "implementation",
 )
 
 
-def ssim_map(pair: _inputs.Pair, **options) -> tuple[jax.Array, _ssim_maps.Spec]:
+def resolve_implementation(implementation, *, pallas: str | None = None) -> str:
+    """`implementation` checked, None mapped to ``"xla"`` (the default everywhere for now).
+
+    With `pallas` (why the caller cannot use the kernels), ``"pallas"`` is
+    refused with that reason.
+    """
+    if implementation is None:
+        return "xla"
+    _validation.check_choice("implementation", implementation, (None, *IMPLEMENTATIONS))
+    if implementation == "pallas" and pallas is not None:
+        raise ValueError(f"`implementation='pallas'` is not supported by {pallas}.")
+    return implementation
+
+
+def _fused(pair: _inputs.Pair, spec: _ssim_maps.Spec, k1, k2):
+    """The fused Pallas kernels on a prepared pair: ``FusedSSIM(map, mean, deficit)``."""
+    # Imported here: `import dssim_mae_jax` does not load Pallas.
+    from dssim_mae_jax import _pallas
+
+    return _pallas.ssim_map(
+        pair.x,
+        pair.y,
+        pair.mask,
+        taps=spec.taps,
+        padding=spec.padding,
+        c1=float(k1) ** 2,
+        c2=float(k2) ** 2,
+        spatial_dims=pair.spatial_dims,
+    )
+
+
+def ssim_map(
+    pair: _inputs.Pair, *, implementation: str | None = "xla", **options
+) -> tuple[jax.Array, _ssim_maps.Spec]:
     """The SSIM map of a prepared pair and the spec it used (options as :func:`ssim`)."""
+    s_map, _, _, spec = ssim_statistics(pair, implementation=implementation, **options)
+    return s_map, spec
+
+
+def ssim_statistics(
+    pair: _inputs.Pair, *, implementation: str | None = "xla", **options
+) -> tuple[jax.Array, jax.Array, jax.Array, _ssim_maps.Spec]:
+    """(map, per-image mean S, 1 - S, spec) of a prepared pair (options as :func:`ssim`).
+
+    Not NaN-flagged: the caller applies ``pair.bad``. What a caller does not
+    use (the mean of a returned map) is left out by XLA.
+    """
     spec, c1, c2 = _ssim_maps.make_spec(
         pair.x.shape, pair.x.dtype, spatial_dims=pair.spatial_dims, **options
     )
+    if resolve_implementation(implementation) == "pallas":
+        fused = _fused(pair, spec, options["k1"], options["k2"])
+        return fused.map, fused.mean, fused.deficit, spec
     s_map, _ = _ssim_maps.ssim_cs_maps(spec, pair.x, pair.y, pair.mask, c1, c2)
-    return s_map, spec
+    centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
+    mean, deficit = _reductions.map_mean(s_map, centre, pair.spatial_dims)
+    return s_map, mean, deficit, spec
 
 
 def _ssim_or_dssim(
@@ -46,15 +106,14 @@ def _ssim_or_dssim(
 ):
     """:func:`ssim` (or, with `half_deficit`, :func:`dssim`) per image or as a map."""
     _validation.check_bool("return_map", return_map)
+    resolve_implementation(options["implementation"])  # before any work
     pair = _inputs.prepare_pair(
         predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
     )
-    s_map, spec = ssim_map(pair, **options)
+    s_map, mean, deficit, _ = ssim_statistics(pair, **options)
     if return_map:
         value = (1.0 - s_map) / 2.0 if half_deficit else s_map
         return _reductions.nan_where(pair.bad, value, spatial_dims + 1)
-    centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
-    mean, deficit = _reductions.map_mean(s_map, centre, spatial_dims)
     return _reductions.nan_where(pair.bad, deficit / 2.0 if half_deficit else mean)
 
 
@@ -73,6 +132,7 @@ def ssim(
     spatial_dims: int = 2,
     mask: ArrayLike | None = None,
     return_map: bool = False,
+    implementation: str | None = None,
 ) -> jax.Array:
     r"""Structural similarity (SSIM) of each image in a batch.
 
@@ -148,6 +208,17 @@ def ssim(
         ``"valid"`` and ``[..., H, W, C]`` for ``"same"`` and ``"reflect"``
         (likewise for 1 or 3 spatial axes). With a mask, positions whose centre
         is masked out are not meaningful; weight them out.
+      implementation: ``None`` (the default), ``"xla"`` or ``"pallas"``, as in
+        ``jax.nn.dot_product_attention``. ``"xla"`` is this function as
+        described; ``"pallas"`` computes the same map, value and gradient with
+        the fused Pallas kernels (``docs/pallas.md``): compiled with Triton on
+        a GPU, run in the Pallas interpreter on other backends (slow: for
+        checking). The kernels take 2-D float32 work only (``spatial_dims=2``;
+        bfloat16/float16 and integer images are converted to float32 first;
+        float64 is refused) and support reverse-mode differentiation only
+        (``jax.grad``/``jax.vjp``; ``jax.jvp`` raises a ``TypeError``). ``None``
+        chooses per backend and is ``"xla"`` on every backend until a device
+        measurement shows the kernels faster there.
 
     Returns:
       SSIM per image, shape ``predictions.shape[:-1 - spatial_dims]``, float32
@@ -159,10 +230,13 @@ def ssim(
         channel axes, a spatial size smaller than ``filter_size``, an unknown
         ``window``/``padding``, bad window taps, a non-positive
         ``filter_size``/``filter_sigma``/``max_val``, negative ``k1``/``k2``,
-        a mask that does not broadcast or holds negative or non-finite weights.
+        a mask that does not broadcast or holds negative or non-finite weights,
+        an unknown ``implementation``, ``implementation="pallas"`` with
+        ``spatial_dims`` other than 2.
       TypeError: non-numeric inputs, options of the wrong type (a non-int
-        ``filter_size`` or ``spatial_dims``, a non-bool ``return_map``) or
-        traced values given for options.
+        ``filter_size`` or ``spatial_dims``, a non-bool ``return_map``),
+        traced values given for options, float64 images with
+        ``implementation="pallas"``.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -194,6 +268,7 @@ def ssim(
         spatial_dims=spatial_dims,
         mask=mask,
         return_map=return_map,
+        implementation=implementation,
     )
 
 
@@ -212,6 +287,7 @@ def dssim(
     spatial_dims: int = 2,
     mask: ArrayLike | None = None,
     return_map: bool = False,
+    implementation: str | None = None,
 ) -> jax.Array:
     """Structural dissimilarity ``(1 - SSIM) / 2``, in [0, 1], per image.
 
@@ -233,6 +309,8 @@ def dssim(
       spatial_dims: see :func:`ssim`.
       mask: see :func:`ssim`.
       return_map: return the per-pixel ``(1 - SSIM map) / 2`` instead.
+      implementation: ``None`` (``"xla"``), ``"xla"`` or ``"pallas"`` (the
+        fused kernels); see :func:`ssim`.
 
     Returns:
       DSSIM per image (or its map), float32 (float64 for float64 inputs).
@@ -266,6 +344,7 @@ def dssim(
         spatial_dims=spatial_dims,
         mask=mask,
         return_map=return_map,
+        implementation=implementation,
     )
 
 
@@ -279,6 +358,7 @@ def dssim(
         "window",
         "spatial_dims",
         "fit_scales",
+        "implementation",
     ),
     check_all=CHECK_CONCRETE,
 )
@@ -296,6 +376,7 @@ def ms_ssim(
     spatial_dims: int = 2,
     mask: ArrayLike | None = None,
     fit_scales: bool = False,
+    implementation: str | None = None,
 ) -> jax.Array:
     r"""Multi-scale SSIM of each image in a batch.
 
@@ -347,6 +428,10 @@ def ms_ssim(
         scale takes the full SSIM) with the first ``M`` weights renormalised to
         sum to 1. Not ``tf.image.ssim_multiscale`` when scales were dropped.
         Without it, a too-small image is an error.
+      implementation: ``None`` or ``"xla"`` (the same, the only one here).
+        ``"pallas"`` raises a ``ValueError``: the fused kernels compute the
+        SSIM map, not the contrast-structure maps every scale but the last
+        needs. Accepted for the same signature as :func:`ssim`.
 
     Returns:
       MS-SSIM per image, shape ``predictions.shape[:-1 - spatial_dims]``; NaN
@@ -354,7 +439,7 @@ def ms_ssim(
 
     Raises:
       ValueError: as :func:`ssim`; images below the minimum size (without
-        ``fit_scales``), bad ``power_factors``.
+        ``fit_scales``), bad ``power_factors``, ``implementation="pallas"``.
       TypeError: as :func:`ssim`, and a non-bool ``fit_scales``.
 
     Examples:
@@ -373,6 +458,7 @@ def ms_ssim(
       ``tf.image.ssim_multiscale``. Masks: normalised convolution (H. Knutsson
       and C.-F. Westin, CVPR 1993), as discussed in pytorch-msssim issue #50.
     """
+    resolve_implementation(implementation, pallas=PALLAS_HAS_NO_CS)
     power_factors = _validation.check_power_factors(power_factors)
     _validation.check_bool("fit_scales", fit_scales)
     pair = _inputs.prepare_pair(

@@ -2,9 +2,11 @@
 
 Every public library function, the loss gradients, and the jitted train and eval steps of both
 tasks are exported for ``tpu`` and ``cuda`` (plain XLA lowering to StableHLO needs no
-accelerator and no `jax-cuda12-plugin`: the library has no custom call and no Pallas kernel).
-Each is also exported for ``cpu``, ``cuda`` and ``tpu`` at once and the exported artifact is
-called on the CPU, so the lowered module is checked to compute what the function computes.
+accelerator and no `jax-cuda12-plugin`: the default ``implementation="xla"`` path has no custom
+call). Each is also exported for ``cpu``, ``cuda`` and ``tpu`` at once and the exported artifact
+is called on the CPU, so the lowered module is checked to compute what the function computes.
+The opt-in Pallas kernels (``implementation="pallas"``, dssim_mae_jax/_pallas.py) lower to one
+Triton custom call per pass; that is checked for ``cuda`` at the end of this file.
 """
 
 import jax

@@ -193,6 +193,7 @@ def test_zero_images_and_zero_against_photo(astronaut):
     _check_against_xla(zeros, astronaut, padding="same")
 
 
+@pytest.mark.slow
 def test_anticorrelated_images_give_about_minus_one():
     # A checkerboard against its complement: equal local means, covariance -variance, so with
     # tiny C1, C2 SSIM is about -1 (Wang et al. 2004's formula).
@@ -220,6 +221,7 @@ def test_nan_stays_nan(astronaut):
     assert np.all(np.isnan(np.asarray(grads)[..., 1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["valid", "same", "reflect"])
 def test_random_mask_every_padding(astronaut, padding):
     mask = (np.random.default_rng(5).random((*astronaut.shape[:-1], 1)) > 0.3).astype(np.float32)
@@ -240,6 +242,7 @@ def test_empty_and_full_masks(astronaut):
     np.testing.assert_allclose(with_full, without, rtol=0, atol=TOL)
 
 
+@pytest.mark.slow
 def test_per_channel_mask(astronaut):
     mask = np.ones(astronaut.shape, np.float32)
     mask[:, :, 1] = 0.0
@@ -274,3 +277,146 @@ def test_bad_inputs_raise():
         jax.jit(lambda c: _pallas.ssim_map(
             jnp.zeros((16, 16, 1)), jnp.zeros((16, 16, 1)), None, **{**options, "c1": c}
         ))(1e-4)  # fmt: skip
+
+
+# ------------------------------------------------------- the public option implementation=
+# Two small images (one with a NaN pixel in the batch below) keep interpret mode quick.
+
+
+@pytest.fixture(scope="module")
+def pair():
+    rng = np.random.default_rng(11)
+    y = rng.random((2, 24, 24, 3))
+    return jnp.asarray(_noisy(y, 12), jnp.float32), jnp.asarray(y, jnp.float32)
+
+
+def _float64(fn):
+    """`fn()` with x64 enabled, as float64 NumPy (the reference of `_assert_close`)."""
+
+    def get():
+        with jax.enable_x64(True):
+            return np.asarray(fn(), np.float64)
+
+    return get
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_public_ssim_and_dssim_pallas_equal_xla(pair, padding):
+    # ssim's value, dssim's map and dssim's gradient: every output the option routes
+    # (value from the kernels' mean, map as (1 - map) / 2, deficit / 2 through the VJP).
+    x, y = pair
+    x = x.at[1, 5, 7, 0].set(jnp.nan)  # the second image is flagged: NaN, as the XLA path
+    mask = jnp.asarray(np.random.default_rng(13).random((2, 24, 24, 1)) > 0.2, jnp.float32)
+    options = dict(max_val=1.0, padding=padding, mask=mask)
+    x64, y64, m64 = (np.asarray(a, np.float64) for a in (x, y, mask))
+    options64 = dict(options, mask=m64)
+
+    for fn, return_map in ((dmj.ssim, False), (dmj.dssim, True)):
+        got = fn(x, y, implementation="pallas", return_map=return_map, **options)
+        want = fn(x, y, implementation="xla", return_map=return_map, **options)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert np.all(np.isnan(np.asarray(got)[1])) and not np.any(np.isnan(np.asarray(got)[0]))
+        _assert_close(
+            got, want, _float64(lambda f=fn, r=return_map: f(x64, y64, return_map=r, **options64))
+        )
+
+    def loss(implementation):
+        # The finite image only: the flagged one's gradient is NaN on both paths.
+        return lambda a: dmj.dssim(a, y, implementation=implementation, **options)[0]
+
+    got, want = jax.grad(loss("pallas"))(x), jax.grad(loss("xla"))(x)
+    scale = max(1.0, float(jnp.max(jnp.abs(want[0]))))
+    ref = _float64(lambda: jax.grad(lambda a: dmj.dssim(a, y64, **options64)[0])(x64)[0])
+    _assert_close(got[0], want[0], ref, scale=scale)
+
+
+def test_losses_pallas_equal_xla(pair):
+    x, y = pair
+    options = dict(max_val=1.0, alpha=0.8, dssim_form="full", reduction="mean")
+
+    def loss(implementation):
+        return lambda a: dmj.dssim_mae_loss(a, y, implementation=implementation, **options)
+
+    got, got_grad = jax.value_and_grad(loss("pallas"))(x)
+    want, want_grad = jax.value_and_grad(loss("xla"))(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+    scale = max(1.0, float(jnp.max(jnp.abs(want_grad))))
+    np.testing.assert_allclose(got_grad, want_grad, rtol=0, atol=TOL * scale)
+    # make_loss: per-pixel map (1 - S map and |x - y| combined on the map's grid) and aux.
+    cfg = dmj.LossConfig(per_pixel=True, return_map=True, padding="same", implementation="pallas")
+    (got_map, got_aux), (want_map, want_aux) = (
+        dmj.make_loss(cfg, implementation=i)(x, y) for i in ("pallas", "xla")
+    )
+    assert dmj.make_loss(cfg).config.implementation == "pallas"
+    np.testing.assert_allclose(got_map, want_map, rtol=0, atol=TOL)
+    assert sorted(got_aux) == sorted(want_aux)
+    for key in want_aux:
+        np.testing.assert_allclose(got_aux[key], want_aux[key], rtol=0, atol=TOL, err_msg=key)
+
+
+def test_default_implementation_is_xla(pair):
+    x, y = pair
+    want = dmj.ssim(x, y, max_val=1.0, implementation="xla")
+    np.testing.assert_array_equal(dmj.ssim(x, y, max_val=1.0), want)
+    np.testing.assert_array_equal(dmj.ssim(x, y, max_val=1.0, implementation=None), want)
+    assert dmj.LossConfig().implementation is None
+
+
+def test_bad_implementation_raises(pair):
+    x, y = pair
+    big = jnp.zeros((1, 161, 161, 1))
+    calls = [
+        lambda i: dmj.ssim(x, y, max_val=1.0, implementation=i),
+        lambda i: dmj.dssim(x, y, max_val=1.0, implementation=i),
+        lambda i: dmj.ms_ssim(big, big, max_val=1.0, implementation=i),
+        lambda i: dmj.multi_sigma_ssim(x, y, max_val=1.0, filter_size=11, implementation=i),
+        lambda i: dmj.dssim_mae_loss(x, y, max_val=1.0, implementation=i),
+        lambda i: dmj.LossConfig(implementation=i),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"`implementation` must be one of .*'cudnn'"):
+            call("cudnn")
+
+
+def test_ms_ssim_refuses_pallas(pair):
+    x, y = pair
+    big = jnp.zeros((1, 161, 161, 1))
+    message = r"`implementation='pallas'` is not supported by MS-SSIM .*contrast-structure"
+    with pytest.raises(ValueError, match=message):
+        dmj.ms_ssim(big, big, max_val=1.0, implementation="pallas")
+    with pytest.raises(ValueError, match=message):
+        dmj.multi_sigma_ssim(x, y, max_val=1.0, filter_size=11, implementation="pallas")
+    for structure in ("ms_ssim", "multi_sigma"):
+        with pytest.raises(ValueError, match=message):
+            dmj.LossConfig(structure=structure, implementation="pallas")
+    # The XLA spelling is accepted.
+    assert float(dmj.ms_ssim(big, big, max_val=1.0, implementation="xla")[0]) == 1.0
+
+
+def test_pallas_limits_are_clear_errors(pair):
+    x, y = pair
+    with pytest.raises(ValueError, match="spatial_dims=2"):
+        volume = jnp.zeros((1, 8, 8, 8, 1))
+        dmj.ssim(
+            volume, volume, max_val=1.0, spatial_dims=3, implementation="pallas", filter_size=3
+        )
+    with pytest.raises(ValueError, match="spatial_dims=2"):
+        dmj.LossConfig(spatial_dims=3, implementation="pallas")
+    with jax.enable_x64(True):
+        x64 = np.asarray(x, np.float64)
+        with pytest.raises(TypeError, match="float32"):
+            dmj.ssim(x64, x64, max_val=1.0, implementation="pallas")
+    # Reverse mode only (a custom VJP): forward mode is refused by JAX, never a wrong number.
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda a: dmj.ssim(a, y, max_val=1.0, implementation="pallas"), (x,), (x,))
+
+
+def test_import_does_not_load_pallas():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dssim_mae_jax; "
+        "loaded = [m for m in sys.modules if 'pallas' in m]; assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
