@@ -59,6 +59,49 @@ def test_per_image_scores_are_what_the_means_average(task):
     assert f"cast [{cast}] levels" in lines[0] and "PSNR" in lines[0] and "SSIM" in lines[0]
 
 
+def _y64(rgb):
+    """BT.601 studio-range luma (MATLAB rgb2ycbcr) on [0, 1] data, float64: the reference."""
+    rgb = np.asarray(rgb, np.float64) * 255
+    return (16 + rgb @ np.asarray([65.481, 128.553, 24.966]) / 255)[..., None] / 255
+
+
+def test_sr_means_follow_the_y_channel_and_border_conventions():
+    config = training.Config(task="sr", scale=2, eval_crop=40)
+    upsample = lambda params, x: jax.image.resize(
+        x, (*x.shape[:-3], 2 * x.shape[-3], 2 * x.shape[-2], 3), "linear"
+    )
+    evaluate = training.make_evaluator(config, upsample)
+    images = _images(n=3, size=44)
+    means, shown = training.evaluate_dataset(config, evaluate, {}, images, seed=1)
+    assert "ms_ssim" not in means["model"]  # 40 pixels: too small for 5 scales
+    for which, row in (("input", 0), ("model", 1)):
+        psnr_y = []
+        for triple in shown:
+            pred, clean = (_y64(triple[i])[2:-2, 2:-2] for i in (row, 2))
+            assert 0.0 <= triple[row].min() and triple[row].max() <= 1.0  # clipped
+            psnr_y.append(_psnr64(pred, clean))
+        assert means[which]["psnr_y"] == pytest.approx(np.mean(psnr_y), abs=1e-3), which
+        psnr = np.mean([_psnr64(t[row], t[2]) for t in shown])
+        assert means[which]["psnr"] == pytest.approx(psnr, abs=1e-3), which
+    conv = _evaluation.conventions(config, means)
+    assert conv["psnr"] == "image_mean" and conv["crop_border"] == 2
+    assert "BT.601" in conv["y_channel"] and "ms_ssim" not in conv
+    assert conv["matlab_downsample"] is False
+
+
+def test_score_images_needs_one_name_per_image():
+    config = training.Config(eval_crop=36)
+    evaluate = training.make_evaluator(config, lambda params, x: x)
+    _, shown = training.evaluate_dataset(config, evaluate, {}, _images(), seed=0)
+    with pytest.raises(ValueError, match="names"):
+        _evaluation.score_images(config, shown, ["only-one"])
+    # No held-out image: no metric at all (NaN would read as a diverged model).
+    assert training.evaluate_dataset(config, evaluate, {}, [], seed=0) == (
+        {"input": {}, "model": {}},
+        [],
+    )
+
+
 def test_probe_is_the_psnr_of_fixed_held_out_crops():
     config = training.Config(task="denoise", noise_sigma=25.0)
     images = _images(n=3, size=50)

@@ -69,7 +69,8 @@ def test_run_writes_outputs_switches_phase_and_never_retraces(tmp_path):
     assert Checkpointer(str(tmp_path / "checkpoints"), keep=3).all_steps() == [4, 8, 10]
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev == result["eval"]
-    assert set(ev) == {"input", "model", "images"}
+    assert set(ev) == {"input", "model", "images", "conventions"}
+    assert ev["conventions"]["psnr"] == "image_mean" and ev["conventions"]["crop_border"] == 0
     assert set(ev["images"]) == {"chelsea", "coffee"}  # each held-out image by name
     for which, frozen in BASELINE_F58227D.items():
         assert set(ev[which]) == {"psnr", "ssim", "ms_ssim", "mae"}
@@ -200,6 +201,7 @@ def test_super_resolution_on_a_user_folder_reports_y_metrics(tmp_path):
         assert {"psnr", "ssim", "mae", "psnr_y", "ssim_y"} <= set(ev[which])
     # The input row is the bicubic baseline, scored on Y with `scale` border pixels cropped.
     assert ev["input"]["psnr_y"] > 15.0
+    assert ev["conventions"]["crop_border"] == 2 and "BT.601" in ev["conventions"]["y_channel"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

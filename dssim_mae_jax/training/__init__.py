@@ -43,7 +43,7 @@ The modules behind these names (`_config`, `_schedules`, `_steps`, `_data`, `_ev
 
 from dssim_mae_jax.training._config import Config, ConfigError, Phase
 from dssim_mae_jax.training._data import center_crop, load_dataset, sample_batch
-from dssim_mae_jax.training._evaluation import evaluate_dataset, make_evaluator
+from dssim_mae_jax.training._evaluation import evaluate_dataset, make_evaluator, metric_states
 from dssim_mae_jax.training._loop import NonFiniteLossError, train_and_evaluate
 from dssim_mae_jax.training._restore import Restorer, load_restorer
 from dssim_mae_jax.training._schedules import (
@@ -80,6 +80,7 @@ __all__ = (
     "make_evaluator",
     "make_optimizer",
     "make_schedule",
+    "metric_states",
     "optimizer_from_config",
     "param_path",
     "phase_boundaries",

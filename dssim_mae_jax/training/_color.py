@@ -7,16 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# ITU-R BT.601 "studio swing" luma: Y in [16, 235] for 8-bit RGB in [0, 255]; the coefficients
-# MATLAB's rgb2ycbcr uses, which is what SR papers (SRCNN, EDSR, ...) evaluate on.
-_BT601 = (65.481, 128.553, 24.966)
+from dssim_mae_jax import _protocols
 
 
 def rgb_to_y(images: jax.typing.ArrayLike) -> jax.Array:
     """Y channel of RGB images [..., H, W, 3] in [0, 1] -> [..., H, W, 1] in [16/255, 235/255].
 
-    ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255`` (ITU-R BT.601, as MATLAB `rgb2ycbcr`).
-    Single-channel images are returned unchanged (they are their own luminance).
+    ``Y = (16 + 65.481 R + 128.553 G + 24.966 B) / 255`` (ITU-R BT.601 in studio range, as
+    MATLAB `rgb2ycbcr`): `dssim_mae_jax._protocols.rgb_to_y` with ``max_val=1``, the
+    conversion of the metric states' ``y_channel=True``. Single-channel images are returned
+    unchanged (they are their own luminance).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -28,16 +28,13 @@ def rgb_to_y(images: jax.typing.ArrayLike) -> jax.Array:
         return x
     if x.shape[-1] != 3:
         raise ValueError(f"images: expected 1 or 3 channels in the last axis, got shape {x.shape}")
-    w = jnp.asarray(_BT601, jnp.float32).reshape((1,) * (x.ndim - 1) + (3,))
-    y = 16.0 + jnp.sum(x * w, axis=-1, keepdims=True)
-    return y / 255.0
+    return _protocols.rgb_to_y(x, max_val=1.0)
 
 
 def crop_border(images: jax.Array, border: int) -> jax.Array:
-    """Removes `border` pixels from each side of [..., H, W, C] (SR evaluation convention)."""
-    if border == 0:
-        return images
-    return images[..., border:-border, border:-border, :]
+    """Removes `border` pixels from each side of [..., H, W, C] (SR evaluation convention):
+    `dssim_mae_jax._protocols.crop_border`, the metric states' ``crop_border``."""
+    return _protocols.crop_border(images, border)
 
 
 def bicubic_resize(x: jax.Array, height: int, width: int) -> jax.Array:

@@ -1,10 +1,10 @@
 """Held-out evaluation: PSNR, SSIM, MS-SSIM, MAE (and Y-channel metrics for super-resolution)
-of the model and of its input, one image at a time; each image's scores by name, with its
-colour cast; and a cheap fixed probe of held-out PSNR for the training curves."""
+of the model and of its input, accumulated over the held-out images with the metric states of
+`dssim_mae_jax.metrics`; each image's scores by name, with its colour cast; the conventions
+behind the numbers; and a cheap fixed probe of held-out PSNR for the training curves."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -13,6 +13,7 @@ import numpy as np
 
 import dssim_mae_jax as dmj
 from dssim_mae_jax._pyramid import ms_ssim_min_size
+from dssim_mae_jax.metrics import MAE, MSSSIM, PSNR, SSIM
 
 from . import _color
 from ._config import Config, ConfigError
@@ -22,6 +23,7 @@ from ._data import center_crop, degrade
 # ("valid": the image must be at least as large), over 5 scales for MS-SSIM.
 _SSIM_MIN_SIZE = ms_ssim_min_size(11, 1)
 _MS_SSIM_MIN_SIZE = ms_ssim_min_size(11, 5)
+ROWS = ("input", "model")
 
 
 def _scored_side(config: Config, side: int) -> int:
@@ -59,32 +61,61 @@ def check_eval_crop(
             )
 
 
-def image_metrics(restored: jax.Array, clean: jax.Array) -> dict[str, jax.Array]:
-    """PSNR, SSIM, MS-SSIM (when the images are large enough) and MAE per image, on [0, 1]."""
-    out = {
-        "psnr": dmj.psnr(restored, clean, max_val=1.0),
-        "ssim": dmj.ssim(restored, clean, max_val=1.0),
-        "mae": dmj.mae(restored, clean, max_val=1.0),
-    }
-    if min(clean.shape[-3:-1]) >= _MS_SSIM_MIN_SIZE:
-        out["ms_ssim"] = dmj.ms_ssim(restored, clean, max_val=1.0)
-    return out
+def _cropped(config: Config, img: np.ndarray) -> np.ndarray:
+    """The held-out crop `evaluate_dataset` scores: the centre `eval_crop` square (a multiple
+    of `scale` for super-resolution)."""
+    multiple = config.scale if config.task == "sr" else 1
+    return center_crop(img, config.eval_crop, multiple)
 
 
-def y_metrics(restored: jax.Array, clean: jax.Array, border: int) -> dict[str, jax.Array]:
-    """PSNR and SSIM on the BT.601 luminance with `border` pixels cropped (SR convention)."""
-    ry = _color.crop_border(_color.rgb_to_y(restored), border)
-    cy = _color.crop_border(_color.rgb_to_y(clean), border)
-    return {"psnr_y": dmj.psnr(ry, cy, max_val=1.0), "ssim_y": dmj.ssim(ry, cy, max_val=1.0)}
+def metric_states(config: Config, images: Sequence[np.ndarray], *, keep_values: int = 0) -> dict:
+    """Empty states of the held-out metrics: ``{"input": {name: state}, "model": {...}}``.
+
+    PSNR (the mean of per-image PSNR), SSIM and MAE on [0, 1] RGB, as `dmj.psnr`, `dmj.ssim`
+    and `dmj.mae` with their defaults; MS-SSIM when every held-out image, as cropped, is large
+    enough for its 5 scales; for super-resolution ``psnr_y`` and ``ssim_y``: the BT.601 luma
+    (a grayscale image is its own) with `config.scale` pixels cropped from every side.
+
+    Args:
+      config: the run's config (task, scale, eval_crop, channels).
+      images: the held-out images, float32 [H, W, C] (their sizes decide MS-SSIM).
+      keep_values: capacity of each state's per-image store (0: only sums).
+
+    Returns:
+      ``{"input": {name: state}, "model": {name: state}}``, each state from
+      `dssim_mae_jax.metrics`: update it with ``[1, H, W, C]`` images and read ``compute()``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from dssim_mae_jax import training
+      >>> states = training.metric_states(training.Config(), [np.zeros((200, 300, 3))])
+      >>> sorted(states["model"])
+      ['mae', 'ms_ssim', 'psnr', 'ssim']
+    """
+    sides = [min(_cropped(config, img).shape[:2]) for img in images]
+    kw = {"max_val": 1.0, "keep_values": keep_values}
+
+    def states():
+        out = {"psnr": PSNR.empty(**kw), "ssim": SSIM.empty(**kw), "mae": MAE.empty(**kw)}
+        if sides and min(sides) >= _MS_SSIM_MIN_SIZE:
+            out["ms_ssim"] = MSSSIM.empty(**kw)
+        if config.task == "sr":
+            y = {"y_channel": config.channels == 3, "crop_border": config.scale, **kw}
+            out["psnr_y"] = PSNR.empty(**y)
+            out["ssim_y"] = SSIM.empty(**y)
+        return out
+
+    return {which: states() for which in ROWS}
 
 
 def make_evaluator(config: Config, apply_fn: Callable) -> Callable:
-    """``evaluate(params, clean, key) -> (metrics, images)`` for one batch of clean images.
+    """``evaluate(params, clean, key) -> {"input": images, "model": images}`` for one batch.
 
-    ``metrics`` is ``{"input": {...}, "model": {...}}``: ``input`` scores what the model
-    receives (the noisy image, or for super-resolution its bicubic upsampling — the usual
-    baseline); ``model`` scores the restoration. Both are clipped to [0, 1] first, as a saved
-    image would be. ``images`` holds those two rows.
+    ``input`` is what the model receives (the noisy image, or for super-resolution its bicubic
+    upsampling — the usual baseline); ``model`` is the restoration. Both are clipped to
+    [0, 1], as a saved image would be, and scored by `evaluate_dataset` with the metric states
+    (which compile once per shape bucket, not once per image size); the model itself compiles
+    once per image size.
     """
 
     def evaluate(params, clean, key):
@@ -93,16 +124,23 @@ def make_evaluator(config: Config, apply_fn: Callable) -> Callable:
         baseline = (
             _color.bicubic_upsample(degraded, config.scale) if config.task == "sr" else degraded
         )
-        # Score both rows in one call (a leading axis of 2): the metrics are traced once.
-        both = jnp.clip(jnp.stack([baseline, restored]), 0.0, 1.0)
-        target = jnp.broadcast_to(clean, both.shape)
-        m = image_metrics(both, target)
-        if config.task == "sr":
-            m.update(y_metrics(both, target, config.scale))
-        out = {name: {k: v[i] for k, v in m.items()} for i, name in enumerate(("input", "model"))}
-        return out, {"input": both[0], "model": both[1]}
+        return {
+            "input": jnp.clip(baseline.astype(jnp.float32), 0.0, 1.0),
+            "model": jnp.clip(restored, 0.0, 1.0),
+        }
 
     return jax.jit(evaluate)
+
+
+def accumulate(states: dict, shown: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """`states` (as `metric_states` builds them) updated with each ``(input, model, clean)``
+    image triple of `shown`, one image at a time (eagerly: the states bucket the sizes)."""
+    for degraded, restored, clean in shown:
+        target = np.asarray(clean)[None]
+        for which, image in zip(ROWS, (degraded, restored), strict=True):
+            row = np.asarray(image)[None]
+            states[which] = {k: s.update(row, target) for k, s in states[which].items()}
+    return states
 
 
 def evaluate_dataset(
@@ -110,28 +148,58 @@ def evaluate_dataset(
 ) -> tuple[dict, list]:
     """Mean metrics over held-out images (one at a time: sizes may differ) and the images.
 
+    Each image is center-cropped to `config.eval_crop`, degraded with a key folded from `seed`
+    and its index, restored by `evaluate` (from `make_evaluator`), and added to the metric
+    states of `metric_states`; the means are the states' values (PSNR: the mean of per-image
+    PSNR). Every process evaluates every image, so no merge across processes is needed.
+
     Returns:
       ``({"input": {metric: mean}, "model": {...}}, [(degraded, restored, clean), ...])``.
     """
-    multiple = config.scale if config.task == "sr" else 1
-    per_image: dict[str, dict[str, list[float]]] = {"input": {}, "model": {}}
     shown = []
     key = jax.random.PRNGKey(seed)
     for i, img in enumerate(images):
-        clean = jnp.asarray(center_crop(img, config.eval_crop, multiple))[None]
-        metrics, out = evaluate(params, clean, jax.random.fold_in(key, i))
-        metrics = jax.device_get(metrics)
-        for which, m in metrics.items():
-            for k, v in m.items():
-                per_image[which].setdefault(k, []).append(float(np.asarray(v)[0]))
+        clean = jnp.asarray(_cropped(config, img))[None]
+        out = jax.device_get(evaluate(params, clean, jax.random.fold_in(key, i)))
         shown.append(
             (np.asarray(out["input"][0]), np.asarray(out["model"][0]), np.asarray(clean[0]))
         )
-    means = {
-        which: {k: float(np.mean(v)) for k, v in m.items() if len(v) == len(images)}
-        for which, m in per_image.items()
-    }
+    if not shown:  # no held-out image: no metric (not NaN, which would read as a divergence)
+        return {which: {} for which in ROWS}, shown
+    states = accumulate(metric_states(config, images), shown)
+    means = {w: {k: float(s.compute()) for k, s in m.items()} for w, m in states.items()}
     return means, shown
+
+
+def conventions(config: Config, means: dict) -> dict:
+    """How the numbers of `eval.json` were computed, for a reader comparing them with a paper.
+
+    `means` is what `evaluate_dataset` returned (it says whether MS-SSIM was scored).
+    """
+    out = {
+        "crop": "the centre eval_crop square of each held-out image; input and model "
+        "clipped to [0, 1]; every metric is the mean over images of its per-image value",
+        "max_val": 1.0,
+        "psnr": "image_mean",
+        "ssim": "Wang et al. (2004): 11-tap Gaussian window, sigma 1.5, k1 0.01, k2 0.03, "
+        "valid positions only, mean over channels",
+        "mae": "mean absolute error over pixels and channels, on [0, 1]",
+    }
+    if "ms_ssim" in means.get("model", {}):
+        out["ms_ssim"] = "Wang et al. (2003): 5 scales, their weights, the SSIM window above"
+    if config.task == "sr":
+        out["y_channel"] = (
+            "psnr_y and ssim_y: BT.601 luma in studio range (16..235 on 8-bit data), as MATLAB "
+            "rgb2ycbcr and BasicSR test_y_channel=True"
+            if config.channels == 3
+            else "psnr_y and ssim_y: the grayscale channel (its own luma)"
+        )
+        out["crop_border"] = config.scale
+    else:
+        out["y_channel"] = None
+        out["crop_border"] = 0
+    out["matlab_downsample"] = False
+    return out
 
 
 def colour_cast(restored: jax.Array, clean: jax.Array) -> jax.Array:
@@ -144,13 +212,7 @@ def colour_cast(restored: jax.Array, clean: jax.Array) -> jax.Array:
     return 255.0 * jnp.mean(restored - clean, axis=(-3, -2))
 
 
-@functools.partial(jax.jit, static_argnames="border")
-def _score(images: jax.Array, clean: jax.Array, border: int) -> dict[str, jax.Array]:
-    out = image_metrics(images, clean)
-    if border:
-        out.update(y_metrics(images, clean, border))
-    out["cast"] = colour_cast(images, clean)
-    return out
+_cast = jax.jit(colour_cast)
 
 
 def score_images(
@@ -159,19 +221,25 @@ def score_images(
     """Each held-out image's metrics, by name: ``{name: {"input": {...}, "model": {...}}}``.
 
     `shown` is what `evaluate_dataset` returns beside the means (each image's input row,
-    restoration and clean crop, as scored), so the metrics are those the means average.
-    Each row also has ``cast``: its :func:`colour_cast`, one value per channel.
+    restoration and clean crop, as scored); the metrics are the per-image values of the same
+    metric states, so they are the values the means average. Each row also has ``cast``: its
+    :func:`colour_cast`, one value per channel.
     """
-    border = config.scale if config.task == "sr" else 0
+    names = list(names)
+    if len(names) != len(shown):
+        raise ValueError(f"names: expected {len(shown)} names (one per image), got {len(names)}")
+    cleans = [clean for _, _, clean in shown]
+    states = accumulate(metric_states(config, cleans, keep_values=len(shown)), shown)
+    values = {w: {k: np.asarray(s.per_image()) for k, s in m.items()} for w, m in states.items()}
     out = {}
-    for name, (degraded, restored, clean) in zip(names, shown, strict=True):
-        both = jnp.stack([jnp.asarray(degraded), jnp.asarray(restored)])
-        m = jax.device_get(_score(both, jnp.broadcast_to(jnp.asarray(clean), both.shape), border))
+    for i, (name, (degraded, restored, clean)) in enumerate(zip(names, shown, strict=True)):
+        casts = jax.device_get(_cast(jnp.stack([degraded, restored]), jnp.asarray(clean)[None]))
         out[name] = {
             which: {
-                k: [float(c) for c in v[i]] if k == "cast" else float(v[i]) for k, v in m.items()
+                **{k: float(v[i]) for k, v in values[which].items()},
+                "cast": [float(c) for c in casts[j]],
             }
-            for i, which in enumerate(("input", "model"))
+            for j, which in enumerate(ROWS)
         }
     return out
 

@@ -38,6 +38,7 @@ from ._data import (
 )
 from ._evaluation import (
     check_eval_crop,
+    conventions,
     evaluate_dataset,
     format_images,
     make_evaluator,
@@ -510,8 +511,13 @@ def _evaluate(run: _Run, state: TrainState, writer: MetricWriter) -> dict:
             f"the model diverged: its held-out metrics {', '.join(bad)} are not finite; "
             "no eval.json written"
         )
-    # Each held-out image by name, with its colour cast (eval.json and the console).
-    means = {**means, "images": score_images(config, shown, run.dataset.eval_names)}
+    # Each held-out image by name, with its colour cast (eval.json and the console), and how
+    # the numbers were computed.
+    means = {
+        **means,
+        "images": score_images(config, shown, run.dataset.eval_names),
+        "conventions": conventions(config, means),
+    }
     if run.chief:
         write_json(os.path.join(run.workdir, "eval.json"), means)
         print("held-out images, model (input):\n" + format_images(means["images"]), flush=True)

@@ -5,7 +5,8 @@ batch 16 of 48-pixel patches of the bundled photographs, AdamW with the default 
 learning-rate phases) trained with the library's own pieces: `training.create_train_state`,
 `training.make_optimizer`, `training.make_schedule`, `training.sample_batch` and
 `training.train_step`, whose ``loss_fn`` is the recipe's loss (`losses.recipe_loss`); the held
--out images are scored with `training.make_evaluator` (outputs clipped to [0, 1]).
+-out images are restored with `training.make_evaluator` (outputs clipped to [0, 1]) and scored
+with `training.metric_states`, as `train.py` scores them.
 
 Images (none of them is a training image):
 
@@ -73,23 +74,34 @@ def record_path(runs_dir: str, recipe: Recipe, *, seed: int, steps: int) -> str:
     return os.path.join(runs_dir, f"s{int(steps)}", recipe.name, f"seed{int(seed)}.json")
 
 
-def _score(evaluate, params, images, seed: int, crop_size: int) -> tuple[list[dict], list]:
-    """Per-image metrics (as `training.evaluate_dataset` draws its noise) and the images."""
+def _score(config, evaluate, params, images, seed: int) -> tuple[list[dict], list]:
+    """Per-image metrics (as `training.evaluate_dataset` draws its noise and scores: the
+    states of `training.metric_states`) and the images."""
     key = jax.random.PRNGKey(seed)
-    rows, shown = [], []
+    shown, cleans = [], []
     for i, img in enumerate(images):
-        clean = jnp.asarray(training.center_crop(img, crop_size))[None]
-        metrics, out = evaluate(params, clean, jax.random.fold_in(key, i))
-        m = {k: float(np.asarray(v)[0]) for k, v in jax.device_get(metrics["model"]).items()}
-        restored, target = np.asarray(out["model"][0]), np.asarray(clean[0])
+        clean = jnp.asarray(training.center_crop(img, config.eval_crop))[None]
+        shown.append(jax.device_get(evaluate(params, clean, jax.random.fold_in(key, i))))
+        cleans.append(np.asarray(clean[0]))
+    states = training.metric_states(config, cleans, keep_values=len(cleans))
+    for out, target in zip(shown, cleans, strict=True):
+        for which in ("input", "model"):
+            states[which] = {
+                k: s.update(np.asarray(out[which]), target[None]) for k, s in states[which].items()
+            }
+    model = {k: np.asarray(s.per_image()) for k, s in states["model"].items()}
+    input_psnr = np.asarray(states["input"]["psnr"].per_image())
+    rows = []
+    for i, (out, target) in enumerate(zip(shown, cleans, strict=True)):
+        m = {k: float(v[i]) for k, v in model.items()}
+        restored = np.asarray(out["model"][0])
         offset = np.mean(restored - target, axis=(0, 1))
         m["offset"] = [float(v) * 255.0 for v in offset]
         m["cast"] = float(np.mean(np.abs(offset))) * 255.0
         mse = float(np.mean((restored - offset - target) ** 2))
         m["psnr_offset_removed"] = float(10 * np.log10(1.0 / max(mse, 1e-12)))
-        m["input_psnr"] = float(np.asarray(metrics["input"]["psnr"])[0])
+        m["input_psnr"] = float(input_psnr[i])
         rows.append(m)
-        shown.append(out)
     return rows, shown
 
 
@@ -148,8 +160,8 @@ def train_run(
             losses.append({"step": i + 1, "loss": float(metrics["loss"])})
         if (i + 1) % every == 0 or i + 1 == steps:
             te = time.perf_counter()
-            val_rows, _ = _score(evaluate, state.params, validation, seed + 1, config.eval_crop)
-            test_rows, shown = _score(evaluate, state.params, test, seed + 1, config.eval_crop)
+            val_rows, _ = _score(config, evaluate, state.params, validation, seed + 1)
+            test_rows, shown = _score(config, evaluate, state.params, test, seed + 1)
             eval_s += time.perf_counter() - te
             curve.append(
                 {

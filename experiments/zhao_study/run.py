@@ -26,6 +26,7 @@ import optax
 from flax import nnx
 
 import dssim_mae_jax as dmj
+from dssim_mae_jax.metrics import PSNR
 
 from . import data, losses, models, stats
 
@@ -153,18 +154,20 @@ def image_metrics(pred, target) -> dict:
 
 
 def _validate(apply, params, val_pairs) -> dict:
-    """Mean PSNR, offset-free PSNR and channel offset over the validation crops."""
-    psnrs, psnrs0, offsets = [], [], []
+    """Mean PSNR, offset-free PSNR and channel offset over the validation crops (the PSNRs
+    accumulated in `dssim_mae_jax.metrics.PSNR` states: the mean of per-image PSNR)."""
+    psnr, psnr0 = PSNR.empty(max_val=1.0), PSNR.empty(max_val=1.0)
+    offsets = []
     for x, y in val_pairs:
         pred = np.asarray(apply(params, jnp.asarray(x)))
         offset = channel_offset(pred, y)
-        psnrs.append(float(dmj.psnr(pred, y, max_val=1.0)))
+        psnr = psnr.update(pred[None], y[None])
         centred = pred - np.asarray(offset, np.float32) / 255
-        psnrs0.append(float(dmj.psnr(centred, y, max_val=1.0)))
+        psnr0 = psnr0.update(centred[None], y[None])
         offsets.append(offset)
     return {
-        "psnr": float(np.mean(psnrs)),
-        "psnr_offset_removed": float(np.mean(psnrs0)),
+        "psnr": float(psnr.compute()),
+        "psnr_offset_removed": float(psnr0.compute()),
         "offset": np.mean(offsets, axis=0).tolist(),
     }
 
