@@ -155,8 +155,8 @@ def _mean_term_reference(x, y, *, max_val=1.0, eps=None, mask=None, normalize=Tr
 
 
 def _offset_images(shape=(3, 20, 22, 3), seed=2):
-    """Noisy pairs whose channel means differ by 0, a fraction of a level and several levels."""
-    x, y = (np.asarray(v, np.float64) for v in _images(shape, seed))
+    """Pairs whose channel means differ by 0 (equal images), under a level and several levels."""
+    y = np.asarray(_images(shape, seed)[1], np.float64)
     offsets = np.asarray([[0.0, 0.0, 0.0], [0.3, -0.5, 1.0], [6.0, -3.0, 12.0]]) / 255.0
     return np.clip(y + offsets[:, None, None, :], 0.0, 1.0), y
 
