@@ -57,7 +57,8 @@ def test_comparison_config_defaults():
 
 def test_phased_strategy_needs_two_phases():
     one = strategies.comparison_config(
-        **TINY, phases=[{"name": "all", "fraction": 1.0, "structural_weight": 0.5, "mae_weight": 0.5}]
+        **TINY,
+        phases=[{"name": "all", "fraction": 1.0, "structural_weight": 0.5, "mae_weight": 0.5}],
     )
     assert strategies.strategy_config(one, strategies.STRATEGIES["mae"]).phases[0].mae_weight == 1
     with pytest.raises(training.ConfigError, match="at least two"):

@@ -92,7 +92,9 @@ def strategy_config(
     phases = []
     for i, p in enumerate(base.phases):
         structural_weight, mae_weight = strategy.first if i == 0 else strategy.rest
-        phases.append(dataclasses.replace(p, structural_weight=structural_weight, mae_weight=mae_weight))
+        phases.append(
+            dataclasses.replace(p, structural_weight=structural_weight, mae_weight=mae_weight)
+        )
     changes: dict[str, Any] = {"phases": tuple(phases)}
     if seed is not None:
         changes["seed"] = seed
