@@ -173,7 +173,10 @@ def _balanced(predictions, targets, state, *, config, decay, eps, mask, weights)
     count = jnp.where(scored, state.count + 1, state.count)
     correction = 1.0 - jnp.power(jnp.asarray(decay, magnitudes.dtype), count)
     scale = (magnitudes / correction + eps).astype(d.dtype)
-    loss = jnp.where(invalid, jnp.nan, w_s * d / scale[0] + w_a * m / scale[1])
+    # The mean term (off unless configured) is added as it is, not balanced.
+    w_r, invalid_r = _losses.resolve_mean_weight(config, weights, d.dtype)
+    loss = w_s * d / scale[0] + w_a * m / scale[1] + w_r * terms["mean"]
+    loss = jnp.where(invalid | invalid_r, jnp.nan, loss)
     aux = {k: v for k, v in terms.items() if not k.endswith("_map")}
     aux["loss"] = loss
     aux["scale_structural"] = jnp.broadcast_to(scale[0], d.shape)

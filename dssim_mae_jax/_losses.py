@@ -19,7 +19,7 @@ from dssim_mae_jax._multi_sigma import multi_sigma_map
 from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields, renamed_fields
 from dssim_mae_jax._ssim import ms_ssim_from_pair, ssim_map
 
-WEIGHT_KEYS = ("structural", "mae")
+WEIGHT_KEYS = ("structural", "mae", "mean")
 # Old spellings of the weight keys, still accepted with a DeprecationWarning.
 _OLD_WEIGHT_KEYS = {"ssim": "structural"}
 # The key under which aux holds S, named for the function that computes it.
@@ -91,6 +91,21 @@ def _mae_term(cfg: LossConfig, pair: _inputs.Pair):
     return _in_data_units(cfg, pair, mae_from_pair(pair, weights=w))
 
 
+def _mean_term(cfg: LossConfig, pair: _inputs.Pair):
+    """R per image: the smooth L1 distance of the (masked) per-channel means, see LossConfig.
+
+    ``sqrt(d^2 + e^2) - e`` is computed as ``d^2 / (sqrt(d^2 + e^2) + e)``, equal in exact
+    arithmetic and free of the cancellation of the first form when ``|d| << e``.
+    """
+    e = (cfg.max_val / 255.0 if cfg.mean_eps is None else cfg.mean_eps) / cfg.max_val
+    spatial = tuple(range(-1 - cfg.spatial_dims, -1))
+    # The difference of the means is the mean of the difference: exactly 0 where x == y.
+    d = _reductions.weighted_mean(pair.diff, pair.mask, spatial, 0.0)
+    e = jnp.asarray(e, d.dtype)
+    r = jnp.mean(d * d / (jnp.sqrt(d * d + e * e) + e), axis=-1)
+    return _in_data_units(cfg, pair, r)
+
+
 def _structure_map(cfg: LossConfig, pair: _inputs.Pair):
     """The SSIM (or multi-sigma MS-SSIM) map of a map-based structure, and its spec."""
     shared = dict(filter_size=cfg.filter_size, k1=cfg.k1, k2=cfg.k2, padding=cfg.padding)
@@ -112,7 +127,8 @@ def evaluate_terms(cfg: LossConfig, pair: _inputs.Pair) -> dict:
     a dict with per-image ``"structural"`` (D as the loss uses it), ``"mae"``
     (M as the loss uses it), ``"psnr"`` and S under its function's name
     (:data:`SIMILARITY_KEYS`), plus ``"structural_map"`` and ``"mae_map"`` for
-    per-pixel or map configs. NaN for the pair's `bad` images.
+    per-pixel or map configs, and ``"mean"`` (R, the mean term, computed whatever its
+    weight). NaN for the pair's `bad` images.
     """
     if pair.mask is not None and cfg.structure == "ms_ssim":
         raise ValueError(
@@ -148,10 +164,11 @@ def evaluate_terms(cfg: LossConfig, pair: _inputs.Pair) -> dict:
     else:
         out["structural"] = _structural(cfg, deficit)
         out["mae"] = _mae_term(cfg, pair)
+    out["mean"] = _mean_term(cfg, pair)
     out["psnr"] = psnr_from_pair(pair)
     # An image that cannot be scored gets NaN in every per-image value, whatever each
     # term would make of it (a clipped MS-SSIM factor, an inf MAE).
-    for key in (name, "structural", "mae", "psnr"):
+    for key in (name, "structural", "mae", "mean", "psnr"):
         out[key] = _reductions.nan_where(pair.bad, out[key])
     return out
 
@@ -215,6 +232,12 @@ def resolve_weights(cfg: LossConfig, weights, dtype):
     return w_s, w_m, invalid
 
 
+def resolve_mean_weight(cfg: LossConfig, weights, dtype):
+    """(mean_weight, invalid) from the config and `weights`; invalid as in resolve_weights."""
+    w_r = jnp.asarray((weights or {}).get("mean", cfg.mean_weight), dtype)
+    return w_r, ~(jnp.isfinite(w_r) & (w_r >= 0))
+
+
 def reduce(cfg: LossConfig, loss):
     if cfg.reduction == "mean":
         return jnp.mean(loss)
@@ -241,12 +264,17 @@ def _loss(predictions, targets, *, config: LossConfig, mask, weights):
     )
     terms = evaluate_terms(config, pair)
     w_s, w_m, invalid = resolve_weights(config, weights, terms["structural"].dtype)
-    per_image = jnp.where(invalid, jnp.nan, w_s * terms["structural"] + w_m * terms["mae"])
+    w_r, invalid_r = resolve_mean_weight(config, weights, terms["structural"].dtype)
+    invalid = invalid | invalid_r
+    per_image = w_s * terms["structural"] + w_m * terms["mae"] + w_r * terms["mean"]
+    per_image = jnp.where(invalid, jnp.nan, per_image)
     aux = _aux(terms)
     aux["loss"] = per_image
     if config.return_map:
-        loss = w_s * terms["structural_map"] + w_m * terms["mae_map"]
         trailing = config.spatial_dims + 1
+        # R is one number per image: added to every pixel, the map's mean stays the loss.
+        mean = jnp.expand_dims(terms["mean"], tuple(range(-trailing, 0)))
+        loss = w_s * terms["structural_map"] + w_m * terms["mae_map"] + w_r * mean
         loss = _reductions.nan_where(pair.bad | invalid, loss, trailing)
         return loss, aux
     return reduce(config, per_image), aux
@@ -314,6 +342,7 @@ def dssim_mae_loss(
     *,
     max_val: float,
     alpha: float | ArrayLike = 0.84,
+    mean_weight: float | ArrayLike = 0.0,
     structure: str = "ssim",
     dssim_form: str = "half",
     normalize_mae: bool = True,
@@ -322,7 +351,7 @@ def dssim_mae_loss(
     return_map: bool = False,
     **ssim_options,
 ) -> jax.Array:
-    r"""The mixed loss ``alpha * D + (1 - alpha) * M`` of each image.
+    r"""The mixed loss ``alpha * D + (1 - alpha) * M (+ mean_weight * R)`` of each image.
 
     ``D`` is ``(1 - S) / 2`` (``dssim_form="half"``, the DSSIM of kornia and
     monodepth2) or ``1 - S`` (``"full"``, the "DSSIM" of Gaussian Splatting and
@@ -331,7 +360,9 @@ def dssim_mae_loss(
     MS-SSIM of Zhao et al. (``"multi_sigma"``, :func:`multi_sigma_ssim`) of the
     image. ``M`` is the mean absolute error, divided by ``max_val`` when
     ``normalize_mae`` so both terms lie on [0, 1]-like scales whatever the data
-    range.
+    range. ``R``, off by default, is the mean term of :class:`LossConfig`: the
+    smooth L1 distance of the per-channel means, which removes the colour cast
+    a structural term leaves (``mean_eps`` sets its smoothing).
 
     With ``mae_weighting="gaussian"`` (an option below), ``M`` follows Zhao et
     al.: ``|x - y|`` is filtered (valid correlation) with the Gaussian of the
@@ -358,6 +389,7 @@ def dssim_mae_loss(
       max_val: the data range (1.0 for [0, 1] data, 255 for 8-bit data).
       alpha: weight of ``D`` in [0, 1]; ``M`` gets ``1 - alpha``. May be a
         traced scalar.
+      mean_weight: weight of the mean term ``R`` (>= 0). May be a traced scalar.
       structure: ``"ssim"``, ``"ms_ssim"`` or ``"multi_sigma"``.
       dssim_form: ``"half"`` or ``"full"``.
       normalize_mae: divide the MAE by ``max_val``.
@@ -370,7 +402,7 @@ def dssim_mae_loss(
       **ssim_options: other :class:`LossConfig` fields: ``filter_size``,
         ``filter_sigma``, ``k1``, ``k2``, ``window``, ``padding``,
         ``spatial_dims``, ``power_factors``, ``sigmas``, ``clip``,
-        ``per_pixel``, ``mae_weighting``, ``implementation`` (``"pallas"``:
+        ``per_pixel``, ``mae_weighting``, ``mean_eps``, ``implementation`` (``"pallas"``:
         the fused SSIM kernels, see :func:`ssim`).
 
     Returns:
@@ -378,7 +410,7 @@ def dssim_mae_loss(
       reduction, or the loss map.
 
     Raises:
-      ValueError: ``alpha`` outside [0, 1], an unknown ``structure``,
+      ValueError: ``alpha`` outside [0, 1], a negative ``mean_weight``, an unknown ``structure``,
         ``dssim_form``, ``reduction`` or option name, or any error of
         :func:`ssim` / :func:`mae`.
 
@@ -401,6 +433,9 @@ def dssim_mae_loss(
         if name in ssim_options:
             raise ValueError(f"`{name}` is not an option here; the weights come from `alpha`.")
     alpha = check_alpha(alpha)
+    value = _validation.concrete_scalar(mean_weight)
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):  # a traced weight: NaN if < 0
+        _validation.check_nonnegative("mean_weight", value)
     # The weights come from `alpha`, passed as data: one compilation for every alpha.
     cfg = LossConfig(
         structural_weight=0.5,
@@ -414,7 +449,8 @@ def dssim_mae_loss(
         **ssim_options,
     )
     # A traced alpha outside [0, 1] makes one weight negative: the loss is then NaN.
-    return call_loss(cfg, predictions, targets, mask, {"structural": alpha, "mae": 1.0 - alpha})[0]
+    weights = {"structural": alpha, "mae": 1.0 - alpha, "mean": mean_weight}
+    return call_loss(cfg, predictions, targets, mask, weights)[0]
 
 
 def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Callable:
@@ -423,22 +459,23 @@ def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Call
     The returned ``loss_fn(predictions, targets, *, mask=None, weights=None)``
     returns ``(loss, aux)``:
 
-    * ``loss``: ``w_s * D + w_a * M`` per image (or its reduction, or the map;
-      see :class:`LossConfig`), with ``D`` in the config's ``dssim_form``;
+    * ``loss``: ``w_s * D + w_a * M + w_r * R`` per image (or its reduction,
+      or the map; see :class:`LossConfig`), with ``D`` in the config's
+      ``dssim_form``;
     * ``aux``: per-image values to log, computed from the same single SSIM
-      evaluation: ``"ssim"`` (S of the structural term: SSIM, or MS-SSIM for
-      ``structure="ms_ssim"`` and ``"multi_sigma"``, which also get the key
-      ``"ms_ssim"``),
-      ``"dssim"`` (``D`` exactly as the loss uses it: the config's form,
-      clipped if configured), ``"mae"`` (``M`` as the loss uses it: normalised
-      and/or Gaussian-weighted), ``"psnr"`` (dB, ``max_val`` as data range) and
-      ``"loss"``. Always ``aux["loss"] == w_s * aux["dssim"] + w_a * aux["mae"]``.
+      evaluation: S under its function's name (``"ssim"``, ``"ms_ssim"`` or
+      ``"multi_sigma_ssim"``), ``"structural"`` (``D`` exactly as the loss
+      uses it: the config's form, clipped if configured), ``"mae"`` (``M`` as
+      the loss uses it: normalised and/or Gaussian-weighted), ``"mean"`` (the
+      mean term ``R``), ``"psnr"`` (dB, ``max_val`` as data range) and
+      ``"loss"``. Always ``aux["loss"] == w_s * aux["structural"] + w_a *
+      aux["mae"] + w_r * aux["mean"]``.
 
-    ``weights={"ssim": w_s, "mae": w_a}`` replaces the config's weights for one
-    call (either key may be left out). The values may be traced scalars, so a
+    ``weights={"structural": w_s, "mae": w_a, "mean": w_r}`` replaces the
+    config's weights for one call (any key may be left out). The values may be traced scalars, so a
     schedule can change them every step of a jitted function without
     recompiling. A zero weight still computes its term (it is logged) and its
-    gradient contribution is exactly zero (both terms have finite gradients).
+    gradient contribution is exactly zero (every term has finite gradients).
 
     The function carries its config as ``loss_fn.config``.
 
@@ -463,8 +500,8 @@ def make_loss(preset_or_config: str | LossConfig | Mapping, **overrides) -> Call
       >>> x = jnp.linspace(0.0, 1.0, 2 * 16 * 16 * 3).reshape(2, 16, 16, 3)
       >>> loss, aux = jax.jit(loss_fn)(x, x)
       >>> loss.tolist(), sorted(aux)
-      ([0.0, 0.0], ['dssim', 'loss', 'mae', 'psnr', 'ssim'])
-      >>> loss, _ = loss_fn(x, 0.5 * x, weights={"ssim": 0.0, "mae": 1.0})
+      ([0.0, 0.0], ['loss', 'mae', 'mean', 'psnr', 'ssim', 'structural'])
+      >>> loss, _ = loss_fn(x, 0.5 * x, weights={"structural": 0.0, "mae": 1.0})
       >>> bool(jnp.allclose(loss, jnp.mean(0.5 * x, axis=(1, 2, 3))))
       True
 

@@ -30,7 +30,8 @@ REDUCTIONS = ("none", "mean", "sum")
 class LossConfig:
     """Everything that defines one DSSIM+MAE loss.
 
-    The per-image loss is ``structural_weight * D + mae_weight * M`` where
+    The per-image loss is ``structural_weight * D + mae_weight * M + mean_weight * R``
+    where
 
     * ``D`` is the structural term: ``(1 - S) / 2`` (``dssim_form="half"``) or
       ``1 - S`` (``"full"``), ``S`` being SSIM, the pyramid MS-SSIM of Wang et
@@ -42,7 +43,17 @@ class LossConfig:
       ``normalize_mae`` (so it is on the [0, 1] scale of ``D`` whatever the
       data range); with ``mae_weighting="gaussian"`` the absolute error is
       seen through the Gaussian window of the coarsest SSIM scale (Zhao et al.:
-      the window of the largest sigma for ``structure="multi_sigma"``).
+      the window of the largest sigma for ``structure="multi_sigma"``);
+    * ``R`` is the mean term, a smooth L1 (Charbonnier) distance of the
+      per-channel means, ``R = (1/C) sum_c (sqrt(d_c^2 + e^2) - e)`` with
+      ``d_c`` the difference of the (masked) means of channel ``c`` over the
+      image and ``e = mean_eps``, both divided by ``max_val`` (and, like
+      ``M``, back in the data's units unless ``normalize_mae``). SSIM's
+      luminance factor barely penalises a small offset of an image's mean,
+      so a loss led by SSIM leaves a colour cast; ``R`` pulls each channel's
+      mean back at a rate that does not vanish with the offset (about ``1/C``
+      per unit of offset above ``e``), and its gradient goes to 0 smoothly
+      at ``d_c = 0``.
 
     With ``per_pixel`` both terms are combined per pixel on the SSIM map's
     grid and then averaged over pixels and channels (monodepth2); the
@@ -53,6 +64,10 @@ class LossConfig:
         name ``w_structural`` still works, with a ``DeprecationWarning``.
       mae_weight: weight of the MAE term ``M`` (>= 0). The old name
         ``w_absolute`` still works, with a ``DeprecationWarning``.
+      mean_weight: weight of the mean term ``R`` (>= 0; 0, the default, leaves
+        the loss as it was; the term is still computed and logged).
+      mean_eps: the smoothing ``e`` of ``R`` in the data's units (> 0);
+        ``None`` (the default) is one 8-bit level, ``max_val / 255``.
       structure: ``"ssim"`` (:func:`dssim_mae_jax.ssim`), ``"ms_ssim"`` (the
         pyramid :func:`dssim_mae_jax.ms_ssim`) or ``"multi_sigma"``
         (:func:`dssim_mae_jax.multi_sigma_ssim`, Zhao et al.'s own).
@@ -99,6 +114,8 @@ class LossConfig:
 
     structural_weight: float = 0.84
     mae_weight: float = 0.16
+    mean_weight: float = 0.0
+    mean_eps: float | None = None
     structure: str = "ssim"
     dssim_form: str = "half"
     max_val: float = 1.0
@@ -122,6 +139,8 @@ class LossConfig:
     def __post_init__(self):
         _validation.check_nonnegative("structural_weight", self.structural_weight)
         _validation.check_nonnegative("mae_weight", self.mae_weight)
+        _validation.check_nonnegative("mean_weight", self.mean_weight)
+        _validation.check_positive("mean_eps", self.mean_eps, allow_none=True)
         _validation.check_choice("structure", self.structure, STRUCTURES)
         _validation.check_choice("dssim_form", self.dssim_form, DSSIM_FORMS)
         _validation.check_choice("mae_weighting", self.mae_weighting, MAE_WEIGHTINGS)
@@ -136,6 +155,15 @@ class LossConfig:
         _validation.check_stabilisers(self.k1, self.k2, np.float32)
         if float(self.max_val) > float(np.finfo(np.float32).max):
             raise ValueError(f"`max_val` must be finite in float32, got {self.max_val}.")
+        # The mean term's gradient d / sqrt(d^2 + e^2) is 0 / 0 at d = 0 if e^2 underflows.
+        if self.mean_eps is not None and (
+            (float(self.mean_eps) / float(self.max_val)) ** 2 < np.finfo(np.float32).tiny
+        ):
+            raise ValueError(
+                f"`mean_eps` must be at least about 1e-19 * max_val (its square, in units of "
+                f"max_val, must be a normal float32), got {self.mean_eps} with "
+                f"max_val={self.max_val}."
+            )
         _filters.window_taps(self.window, self.filter_size, self.filter_sigma)
         for name in ("normalize_mae", "clip", "per_pixel", "return_map"):
             if not isinstance(getattr(self, name), bool):
@@ -284,5 +312,11 @@ PRESETS: types.MappingProxyType[str, LossConfig] = types.MappingProxyType(
         # resolution (161 taps, sigma 24): what MS-SSIM+L1 ports built on pytorch_msssim or
         # tf.image.ssim_multiscale compute. Not what Zhao et al. ran.
         "ms-ssim-pyramid-mix": LossConfig(structure="ms_ssim", **_ZHAO_MIX),
+        # This project's recipe study (docs/results_recipes.md): the best measured trade-off,
+        # 0.2 * (1 - SSIM) + 0.8 * MAE + 1 * R, R the smooth distance of the per-channel
+        # means (eps one 8-bit level) that removes the colour cast a structural term leaves.
+        "dssim-mae-mean": LossConfig(
+            structural_weight=0.2, mae_weight=0.8, mean_weight=1.0, dssim_form="full", max_val=1.0
+        ),
     }
 )

@@ -12,7 +12,7 @@ from scipy import signal
 import dssim_mae_jax as dmj
 
 SSIM_PRESETS = ("seed-naive", "seed-normalized", "gaussian-splatting", "monodepth2")
-ALL_PRESETS = (*SSIM_PRESETS, "zhao-mix", "ms-ssim-pyramid-mix")
+ALL_PRESETS = (*SSIM_PRESETS, "zhao-mix", "ms-ssim-pyramid-mix", "dssim-mae-mean")
 
 
 def _min_size(cfg):
@@ -59,9 +59,11 @@ def test_aux_holds_both_terms_and_loss_is_their_weighted_sum(name):
     cfg = dmj.PRESETS[name]
     scale = cfg.max_val
     loss, aux = jax.jit(dmj.make_loss(name))(scale * x, scale * y)
-    assert set(aux) == {"ssim", "structural", "mae", "psnr", "loss"}
+    assert set(aux) == {"ssim", "structural", "mae", "mean", "psnr", "loss"}
     for value in aux.values():
         assert value.shape == (2,) and value.dtype == jnp.float32
+    # The seed's presets leave the mean term off: computed and logged, weight 0.
+    assert cfg.mean_weight == 0.0
     np.testing.assert_allclose(
         loss, cfg.structural_weight * aux["structural"] + cfg.mae_weight * aux["mae"], rtol=1e-6
     )
@@ -135,6 +137,142 @@ def test_weights_change_every_step_without_retracing():
     # One key only: the other keeps the preset's weight.
     partial, _ = loss_fn(x, y, weights={"mae": 0.0})
     np.testing.assert_allclose(partial, 0.8 * aux["structural"], rtol=1e-6)
+
+
+# ------------------------------------------------------------------------- the mean term
+def _mean_term_reference(x, y, *, max_val=1.0, eps=None, mask=None, normalize=True):
+    """R per image in float64 NumPy, the direct form mean_c(sqrt(d_c^2 + e^2) - e)."""
+    x, y = np.asarray(x, np.float64) / max_val, np.asarray(y, np.float64) / max_val
+    e = (max_val / 255.0 if eps is None else eps) / max_val
+    w = np.ones_like(x) if mask is None else np.broadcast_to(np.asarray(mask, np.float64), x.shape)
+    out = []
+    for xi, yi, wi in zip(x, y, w, strict=True):
+        mx = (wi * xi).sum((0, 1)) / wi.sum((0, 1))
+        my = (wi * yi).sum((0, 1)) / wi.sum((0, 1))
+        r = np.mean(np.sqrt((mx - my) ** 2 + e**2) - e)
+        out.append(r if normalize else r * max_val)
+    return np.asarray(out)
+
+
+def _offset_images(shape=(3, 20, 22, 3), seed=2):
+    """Pairs whose channel means differ by 0 (equal images), under a level and several levels."""
+    y = np.asarray(_images(shape, seed)[1], np.float64)
+    offsets = np.asarray([[0.0, 0.0, 0.0], [0.3, -0.5, 1.0], [6.0, -3.0, 12.0]]) / 255.0
+    return np.clip(y + offsets[:, None, None, :], 0.0, 1.0), y
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"mean_eps": 0.02},
+        {"max_val": 255.0},
+        {"max_val": 255.0, "normalize_mae": False, "mean_eps": 3.0},
+    ],
+)
+def test_mean_term_matches_float64_reference(options, x64):
+    x, y = _offset_images()
+    scale = options.get("max_val", 1.0)
+    cfg = dmj.LossConfig(structural_weight=0.0, mae_weight=0.0, mean_weight=1.0, **options)
+    loss, aux = jax.jit(dmj.make_loss(cfg))(scale * x, scale * y)
+    expected = _mean_term_reference(
+        scale * x,
+        scale * y,
+        max_val=scale,
+        eps=options.get("mean_eps"),
+        normalize=options.get("normalize_mae", True),
+    )
+    assert loss.dtype == jnp.float64
+    np.testing.assert_allclose(aux["mean"], expected, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(loss, expected, rtol=1e-10, atol=1e-15)
+    # Masked: the means are the masked means; an empty mask gives 0.
+    mask = np.zeros((3, 20, 22, 1))
+    mask[0, 2:9, 3:17] = 1.0
+    mask[1, ::2] = 0.5
+    masked, _ = dmj.make_loss(cfg)(scale * x, scale * y, mask=mask)
+    expected = _mean_term_reference(
+        scale * x[:2],
+        scale * y[:2],
+        max_val=scale,
+        eps=options.get("mean_eps"),
+        mask=mask[:2],
+        normalize=options.get("normalize_mae", True),
+    )
+    np.testing.assert_allclose(masked[:2], expected, rtol=1e-10, atol=1e-15)
+    assert float(masked[2]) == 0.0
+
+
+def test_mean_term_in_the_full_loss_and_the_direct_form(x64):
+    x, y = _offset_images()
+    loss, aux = jax.jit(dmj.make_loss("dssim-mae-mean"))(x, y)
+    r = _mean_term_reference(x, y)
+    np.testing.assert_allclose(aux["mean"], r, rtol=1e-10, atol=1e-15)
+    expected = 0.2 * aux["structural"] + 0.8 * aux["mae"] + 1.0 * r
+    np.testing.assert_allclose(loss, expected, rtol=1e-10)
+    direct = dmj.dssim_mae_loss(x, y, max_val=1.0, alpha=0.2, mean_weight=1.0, dssim_form="full")
+    np.testing.assert_allclose(direct, loss, rtol=1e-12)
+    # A loss map carries R on every pixel: its mean is still the per-image loss.
+    cfg = dmj.LossConfig(mean_weight=0.5, padding="same")
+    per_image, _ = dmj.make_loss(cfg)(x, y)
+    loss_map, _ = dmj.make_loss(cfg, return_map=True)(x, y)
+    np.testing.assert_allclose(jnp.mean(loss_map, axis=(1, 2, 3)), per_image, rtol=1e-10)
+
+
+def test_mean_term_gradient_is_finite_and_exactly_zero_at_identity(x64):
+    x, y = _offset_images()
+    cfg = dmj.LossConfig(structural_weight=0.0, mae_weight=0.0, mean_weight=1.0)
+    loss_fn = dmj.make_loss(cfg)
+    grad = jax.grad(lambda p: jnp.sum(loss_fn(p, y)[0]))(x)
+    # dR/dx[h, w, c] = d_c / sqrt(d_c^2 + e^2) / (C * H * W), d_c the channel-mean offset.
+    d = (x - y).mean((1, 2))
+    e = 1.0 / 255.0
+    expected = d / np.sqrt(d**2 + e**2) / (3 * 20 * 22)
+    np.testing.assert_allclose(grad, np.broadcast_to(expected[:, None, None], x.shape), rtol=1e-9)
+    assert np.all(grad[0] == 0.0)  # equal means
+    at_identity = jax.grad(lambda p: jnp.sum(loss_fn(p, y)[0]))(y)
+    assert np.all(np.asarray(at_identity) == 0.0)
+    check_grads(lambda p: loss_fn(p, y)[0], (x,), order=2, modes=["rev"], atol=1e-6, rtol=1e-5)
+    # float32, adversarial pairs, the whole preset: finite gradients, 0 at x == y.
+    preset = dmj.make_loss("dssim-mae-mean")
+    with jax.enable_x64(False):
+        a, b = _adversarial(16, 16, 3)
+        g = jax.grad(lambda p: jnp.sum(preset(p, b)[0]))(a)
+        assert np.all(np.isfinite(g))
+        assert np.all(np.asarray(g[0]) == 0.0) and np.all(np.asarray(g[2]) == 0.0)
+
+
+def test_mean_weight_is_traced_without_retracing_and_checked():
+    x, y = (jnp.asarray(v, jnp.float32) for v in _offset_images())
+    loss_fn = dmj.make_loss("seed-naive")
+    traces = []
+
+    @jax.jit
+    def step(pred, target, w_r):
+        traces.append(1)  # runs only while tracing
+        return loss_fn(pred, target, weights={"structural": 0.8, "mae": 0.2, "mean": w_r})
+
+    base, aux = loss_fn(x, y)
+    for w_r in (0.0, 1.0, 0.25):
+        loss, _ = step(x, y, jnp.float32(w_r))
+        np.testing.assert_allclose(loss, base + w_r * aux["mean"], rtol=1e-6)
+    assert len(traces) == 1
+    # Impossible traced weights give NaN, never a number; concrete ones raise.
+    assert np.all(np.isnan(step(x, y, jnp.float32(-1.0))[0]))
+    assert np.all(np.isnan(step(x, y, jnp.float32(np.inf))[0]))
+    direct = jax.jit(lambda w: dmj.dssim_mae_loss(x, y, max_val=1.0, mean_weight=w))
+    assert np.all(np.isnan(direct(jnp.float32(-0.5))))
+    with pytest.raises(ValueError, match=r"weights\['mean'\]"):
+        loss_fn(x, y, weights={"mean": -1.0})
+    with pytest.raises(ValueError, match="mean_weight"):
+        dmj.dssim_mae_loss(x, y, max_val=1.0, mean_weight=-1.0)
+    with pytest.raises(TypeError, match="mean_weight"):
+        dmj.dssim_mae_loss(x, y, max_val=1.0, mean_weight="1")
+    with pytest.raises(ValueError, match="mean_weight"):
+        dmj.LossConfig(mean_weight=-0.1)
+    with pytest.raises(ValueError, match="mean_eps"):
+        dmj.LossConfig(mean_eps=0.0)
+    with pytest.raises(ValueError, match="mean_eps"):
+        dmj.make_loss("seed-naive", mean_eps=1e-30)
 
 
 # -------------------------------------------------------------------- maps, masks, reduce

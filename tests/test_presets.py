@@ -99,6 +99,14 @@ def _reference(name, x, y):
         s_map, _ = _ssim_maps(x, y, box, "mirror")  # scipy 'mirror' == torch ReflectionPad
         per_pixel = 0.85 * np.clip((1 - s_map) / 2, 0, 1) + 0.15 * np.abs(x - y)
         return float(per_pixel.mean())
+    if name == "dssim-mae-mean":
+        s = structural_similarity(
+            x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            data_range=1.0, channel_axis=-1,
+        )  # fmt: skip
+        d = x.mean((0, 1)) - y.mean((0, 1))
+        eps = 1.0 / 255.0
+        return 0.2 * (1 - s) + 0.8 * mae + np.mean(np.sqrt(d**2 + eps**2) - eps)
     if name == "ms-ssim-pyramid-mix":
         g = _gauss2d(161, 24.0)  # the 5th scale's 11-tap, sigma-1.5 window at full resolution
         l1 = signal.correlate(np.abs(x - y).mean(-1), g, mode="valid").mean()
@@ -119,7 +127,7 @@ def _pairs(photos, names, shape, keep=None):
 
 
 @pytest.mark.parametrize(
-    "name", ["seed-naive", "seed-normalized", "gaussian-splatting", "monodepth2"]
+    "name", ["seed-naive", "seed-normalized", "gaussian-splatting", "monodepth2", "dssim-mae-mean"]
 )
 def test_ssim_presets_match_independent_float64_recipes(name, photos, x64):
     # One shape for all pairs: a single compilation per preset.
@@ -152,7 +160,7 @@ def test_pyramid_mix_matches_independent_float64_recipe(photos, x64):
     ]
     np.testing.assert_allclose(loss, expected, rtol=1e-9)
     # S is logged under the name of the function that computes it, and only there.
-    assert set(aux) == {"ms_ssim", "structural", "mae", "psnr", "loss"}
+    assert set(aux) == {"ms_ssim", "structural", "mae", "mean", "psnr", "loss"}
     np.testing.assert_allclose(aux["structural"], 1.0 - aux["ms_ssim"], rtol=1e-12)
 
 
@@ -237,6 +245,7 @@ def test_preset_table_is_what_the_docs_say():
         "monodepth2",
         "zhao-mix",
         "ms-ssim-pyramid-mix",
+        "dssim-mae-mean",
     }
     assert (p["seed-naive"].structural_weight, p["seed-naive"].mae_weight) == (0.8, 0.2)
     assert p["seed-normalized"].max_val == 255.0
@@ -246,6 +255,10 @@ def test_preset_table_is_what_the_docs_say():
     assert (zhao.structure, zhao.mae_weighting, zhao.filter_size) == ("multi_sigma", "gaussian", 31)
     assert zhao.sigmas == (0.5, 1.0, 2.0, 4.0, 8.0) and zhao.structural_weight == 0.84
     assert p["ms-ssim-pyramid-mix"].structure == "ms_ssim"
+    mean = p["dssim-mae-mean"]
+    assert (mean.structural_weight, mean.mae_weight, mean.mean_weight) == (0.2, 0.8, 1.0)
+    assert (mean.dssim_form, mean.mean_eps, mean.structure) == ("full", None, "ssim")
+    assert all(p[k].mean_weight == 0.0 for k in p if k != "dssim-mae-mean")
     with pytest.raises(TypeError):
         p["mine"] = p["seed-naive"]
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -26,7 +26,34 @@ def test_default_is_valid_and_round_trips_through_json():
     c = training.Config().validate()
     back = training.Config.from_dict(json.loads(c.to_json()))
     assert back == c
-    assert [p.name for p in c.phases] == ["mae", "dssim_mae"]
+    assert [p.name for p in c.phases] == ["mae", "mix"]
+
+
+def test_default_is_the_studys_best_trade_off_and_the_seed_recipe_stays_reachable():
+    """docs/results_recipes.md: MAE alone for 30%, then 0.2 (1 - SSIM) + 0.8 MAE + 1 mean."""
+    c = training.Config()
+    assert c.preset == "dssim-mae-mean" and c.phases == training._config.DEFAULT_PHASES
+    first, mix = c.phases
+    assert (first.fraction, first.structural_weight, first.mae_weight) == (0.3, 0.0, 1.0)
+    assert first.mean_weight == 0.0 and first.learning_rates == {"body": 2e-3, "head": 2e-3}
+    assert (mix.fraction, mix.structural_weight, mix.mae_weight, mix.mean_weight) == (
+        0.7, None, None, None
+    )  # fmt: skip
+    assert mix.learning_rates == {"body": 5e-4, "head": 1e-3}
+    _, weights = training.build_loss(c)
+    assert weights == {"structural_weight": 0.2, "mae_weight": 0.8, "mean_weight": 1.0}
+    seed = training.Config(preset="seed-naive", phases=training._config.SEED_PHASES).validate()
+    _, weights = training.build_loss(seed)
+    assert weights == {"structural_weight": 0.8, "mae_weight": 0.2, "mean_weight": 0.0}
+    assert [p.learning_rates for p in seed.phases] == [p.learning_rates for p in c.phases]
+
+
+def test_phase_mean_weight_round_trips_and_is_checked():
+    c = _parse(["--phases", '[{"name": "a", "fraction": 1.0, "mean_weight": 0.5}]'])
+    assert c.phases[0].mean_weight == 0.5
+    assert training.Config.from_dict(json.loads(c.to_json())) == c
+    with pytest.raises(training.ConfigError, match=r"phases\['a'\]\.mean_weight"):
+        training.Config(phases=[{"name": "a", "fraction": 1.0, "mean_weight": -1}]).validate()
 
 
 def test_every_field_is_a_flag():

@@ -57,7 +57,7 @@ def test_a_finished_run_extended_continues_its_last_phase_at_its_final_rate(tmp_
     # Past the schedule: the last phase's weights, each group's rate where the phase ended.
     _, rates = training.optimizer_from_config(tiny())
     for r in records[-2:]:
-        assert r["phase"] == "dssim_mae" and r["structural_weight"] == pytest.approx(0.8)
+        assert r["phase"] == "mix" and r["structural_weight"] == pytest.approx(0.2)
         for g in ("body", "head"):
             assert r[f"lr_{g}"] == pytest.approx(float(rates[g](8)), rel=1e-6)
             assert r[f"lr_{g}"] == pytest.approx(0.1 * tiny().phases[1].learning_rates[g])

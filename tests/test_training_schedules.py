@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 from flax.training import train_state
 
+import dssim_mae_jax as dmj
 from dssim_mae_jax import training
 from dssim_mae_jax.training import Phase
 from dssim_mae_jax.training._schedules import phase_index
@@ -81,6 +82,46 @@ def test_loss_weights_are_traced_values_no_retrace():
     assert got == [3.0, 3.0, 2.5, 2.5, 2.5] and len(traces) == 1
     with pytest.raises(ValueError, match="defaults"):
         training.loss_weight_schedule(phases, total_steps=10, defaults={"mae_weight": 1.0})
+
+
+def test_mean_weight_follows_phases_and_reaches_the_loss_without_retrace():
+    phases = [
+        Phase("mae", 0.3, structural_weight=0.0, mae_weight=1.0, mean_weight=0.0,
+              learning_rates={"g": 1.0}),
+        Phase("mix", 0.5, learning_rates={"g": 1.0}),
+        Phase("strong", 0.2, mean_weight=4.0, learning_rates={"g": 1.0}),
+    ]  # fmt: skip
+    defaults = {"structural_weight": 0.2, "mae_weight": 0.8, "mean_weight": 1.0}
+    at = training.loss_weight_schedule(phases, total_steps=10, defaults=defaults)
+    assert [float(at(s)["mean_weight"]) for s in (0, 2, 3, 7, 8, 50)] == [0, 0, 1, 1, 4, 4]
+    # Left out of `defaults`, the mean term stays off (the loss's own default).
+    off = training.loss_weight_schedule(
+        phases[:2], total_steps=10, defaults={"structural_weight": 0.8, "mae_weight": 0.2}
+    )
+    assert float(off(5)["mean_weight"]) == 0.0
+    # Through the loss: the schedule's weight is the loss's weights["mean"], traced.
+    loss_fn = dmj.make_loss("dssim-mae-mean")
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(rng.uniform(size=(2, 16, 16, 3)), jnp.float32)
+    x = jnp.clip(y + 0.05, 0.0, 1.0)
+    _, aux = loss_fn(x, y)
+    traces = []
+
+    @jax.jit
+    def loss_at(step):
+        traces.append(1)
+        w = at(step)
+        weights = training._steps.to_loss_weights(
+            w["structural_weight"], w["mae_weight"], mean_weight=w["mean_weight"]
+        )
+        return loss_fn(x, y, weights=weights)[0]
+
+    for step, (w_s, w_m, w_r) in ((0, (0, 1, 0)), (5, (0.2, 0.8, 1)), (9, (0.2, 0.8, 4))):
+        # (float32: the loss in two compiled programs differs by a few ulps.)
+        expected = w_s * aux["structural"] + w_m * aux["mae"] + w_r * aux["mean"]
+        np.testing.assert_allclose(loss_at(jnp.int32(step)), expected, rtol=1e-5)
+    assert len(traces) == 1
+    assert training._steps.preset_weights(loss_fn.config) == defaults
 
 
 def test_per_phase_learning_rates_warmup_cosine_and_frozen():

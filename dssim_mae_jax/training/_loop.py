@@ -471,13 +471,14 @@ def _record(
     """One `metrics.jsonl` line: the means of the finite steps since the last line."""
     host = jax.device_get(pending)
     record = {"step": step, "phase": config.phases[int(host[-1]["phase"])].name}
-    for k in ("loss", "structural", "mae", "psnr", *SIMILARITY_KEYS):
+    for k in ("loss", "structural", "mae", "mean", "psnr", *SIMILARITY_KEYS):
         if k not in host[-1]:
             continue  # a similarity the loss does not compute
         vals = [float(m[k]) for m in host if bool(m["finite"])]
         record[k] = float(np.mean(vals)) if vals else float("nan")
-    for k in (*[f"lr_{g}" for g in GROUPS], "structural_weight", "mae_weight"):
-        record[k] = float(host[-1][k])
+    for k in (*[f"lr_{g}" for g in GROUPS], "structural_weight", "mae_weight", "mean_weight"):
+        if k in host[-1]:  # (a custom schedule may carry no mean_weight)
+            record[k] = float(host[-1][k])
     record["nonfinite_total"] = int(jax.device_get(state.nonfinite_total))
     record["steps_per_second"] = steps_per_second
     return record

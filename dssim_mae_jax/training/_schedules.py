@@ -364,6 +364,8 @@ def phased_optimizer(
 # ----------------------------------------------------------------------------- loss weights
 
 WEIGHT_FIELDS = ("structural_weight", "mae_weight")
+# Weights `defaults` may leave out, and their value then (the loss's mean term is off).
+OPTIONAL_WEIGHT_FIELDS = {"mean_weight": 0.0}
 
 
 def loss_weight_schedule(
@@ -372,9 +374,9 @@ def loss_weight_schedule(
     total_steps: int,
     defaults: Mapping[str, float],
 ) -> Callable[[jax.typing.ArrayLike], dict[str, jax.Array]]:
-    """``step -> {"phase", "structural_weight", "mae_weight"}`` as traced scalars.
+    """``step -> {"phase", "structural_weight", "mae_weight", "mean_weight"}`` as traced scalars.
 
-    The phase index and the two loss weights of the phase `step` is in, looked up in a table
+    The phase index and the loss weights of the phase `step` is in, looked up in a table
     inside the traced computation: call it on ``state.step`` in a jitted train step and pass the
     weights to the loss; a phase switch triggers no retrace. Past `total_steps` the last phase
     goes on.
@@ -382,8 +384,11 @@ def loss_weight_schedule(
     Args:
       phases: the phases, in order.
       total_steps: the steps the phases span.
-      defaults: ``{"structural_weight": ..., "mae_weight": ...}`` for phases whose weight is
-        ``None`` (usually the loss preset's own weights).
+      defaults: ``{"structural_weight": ..., "mae_weight": ...}`` and optionally
+        ``"mean_weight"`` (0 if left out) for phases whose weight is ``None`` (usually the loss
+        preset's own weights). A phase that sets its structural or MAE weight but leaves
+        ``mean_weight`` out has the mean term off (0), so a phase written as MAE only is MAE
+        only whatever the preset.
 
     Returns:
       The function of the step (int32 ``phase``, float32 weights).
@@ -402,12 +407,23 @@ def loss_weight_schedule(
     if missing:
         raise ValueError(f"defaults: missing {missing}; expected the keys {WEIGHT_FIELDS}")
     boundaries = phase_boundaries(phases, total_steps)
-    tables = {
-        key: jnp.asarray(
-            [defaults[key] if getattr(p, key) is None else getattr(p, key) for p in phases],
-            jnp.float32,
+    defaults = {**OPTIONAL_WEIGHT_FIELDS, **defaults}
+
+    def weight(p: Phase, key: str) -> float:
+        if getattr(p, key) is not None:
+            return getattr(p, key)
+        # An optional term (the mean term) left out of a phase that sets its own mix is off:
+        # `{"structural_weight": 0, "mae_weight": 1}` means MAE only whatever the preset.
+        own_mix = any(getattr(p, k) is not None for k in WEIGHT_FIELDS)
+        return (
+            OPTIONAL_WEIGHT_FIELDS[key]
+            if key in OPTIONAL_WEIGHT_FIELDS and own_mix
+            else defaults[key]
         )
-        for key in WEIGHT_FIELDS
+
+    tables = {
+        key: jnp.asarray([weight(p, key) for p in phases], jnp.float32)
+        for key in (*WEIGHT_FIELDS, *OPTIONAL_WEIGHT_FIELDS)
     }
 
     def at(step):
@@ -473,7 +489,8 @@ def schedule_from_config(
     learning_rates: Mapping[str, optax.Schedule],
     preset_weights: Mapping[str, float],
 ) -> Callable[[jax.Array], dict[str, jax.Array]]:
-    """``step -> {"phase", "lr_body", "lr_head", "structural_weight", "mae_weight"}``.
+    """``step -> {"phase", "lr_body", "lr_head", "structural_weight", "mae_weight",
+    "mean_weight"}``.
 
     `loss_weight_schedule` of the config's phases (a ``None`` weight falls back to the preset's
     own, `preset_weights` from `build_loss`) plus each group's learning rate, for the log.

@@ -83,14 +83,24 @@ def create_train_state(config: Config, tx: optax.GradientTransformation) -> Trai
     )
 
 
-def to_loss_weights(structural_weight: jax.Array, mae_weight: jax.Array) -> dict:
-    """The ``weights=`` argument of a `make_loss` loss for these two term weights."""
-    return {"structural": structural_weight, "mae": mae_weight}
+def to_loss_weights(
+    structural_weight: jax.Array, mae_weight: jax.Array, *, mean_weight: jax.Array | None = None
+) -> dict:
+    """The ``weights=`` argument of a `make_loss` loss for these term weights (``mean_weight``
+    None: the loss config's own)."""
+    weights = {"structural": structural_weight, "mae": mae_weight}
+    if mean_weight is not None:
+        weights["mean"] = mean_weight
+    return weights
 
 
 def preset_weights(cfg) -> dict[str, float]:
-    """A loss config's term weights as ``{"structural_weight": ..., "mae_weight": ...}``."""
-    return {"structural_weight": float(cfg.structural_weight), "mae_weight": float(cfg.mae_weight)}
+    """A loss config's term weights as ``{"structural_weight", "mae_weight", "mean_weight"}``."""
+    return {
+        "structural_weight": float(cfg.structural_weight),
+        "mae_weight": float(cfg.mae_weight),
+        "mean_weight": float(cfg.mean_weight),
+    }
 
 
 def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
@@ -103,7 +113,7 @@ def build_loss(config: Config) -> tuple[Callable, dict[str, float]]:
     first called is refused here, before any work.
 
     Returns:
-      The loss and the preset's ``{"structural_weight": ..., "mae_weight": ...}``.
+      The loss and the preset's ``{"structural_weight", "mae_weight", "mean_weight"}``.
 
     Raises:
       ValueError: an unknown preset or field, an option the loss refuses, or a patch too small
@@ -170,7 +180,9 @@ def train_step(
     step = state.step
     inputs = degrade(config, clean, jax.random.fold_in(state.rng, step))
     at = schedule(step)
-    weights = to_loss_weights(at["structural_weight"], at["mae_weight"])
+    weights = to_loss_weights(
+        at["structural_weight"], at["mae_weight"], mean_weight=at.get("mean_weight")
+    )
 
     def objective(params):
         pred = state.apply_fn(params, inputs).astype(jnp.float32)

@@ -58,7 +58,8 @@ STRATEGIES: Mapping[str, Strategy] = default_strategies()
 
 
 def comparison_config(**fields: Any) -> training.Config:
-    """The shared base config of a comparison: `training.Config` defaults plus `fields`.
+    """The shared base config of a comparison: `training.Config` defaults with the seed's
+    recipe (preset "seed-naive", its phases), plus `fields`.
 
     Checkpoints are written only at the end (one kept) and the progress bar is off, unless
     `fields` say otherwise.
@@ -68,6 +69,9 @@ def comparison_config(**fields: Any) -> training.Config:
       100
     """
     fields = {"progress_bar": False, "keep_checkpoints": 1, **fields}
+    # The study compares the seed's strategies: its preset and phases, not train.py's default.
+    fields.setdefault("preset", "seed-naive")
+    fields.setdefault("phases", training._config.SEED_PHASES)
     fields.setdefault("checkpoint_every", max(int(fields.get("steps", training.Config().steps)), 1))
     return training.Config(**fields).validate()
 
