@@ -72,6 +72,8 @@ autodoc_type_aliases = {"ArrayLike": "jax.typing.ArrayLike"}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+# The metric states document their `empty` keywords under "Options:", rendered like Args.
+napoleon_custom_sections = [("Options", "params_style")]
 autosummary_generate = False  # the pages are generated below, from __all__
 
 html_theme = "furo"

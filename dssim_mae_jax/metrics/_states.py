@@ -396,8 +396,10 @@ _COMMON_DOC = """
     Every state is an immutable pytree (it passes through ``jit``, ``lax.scan``
     and ``jax.device_put``): :meth:`update` and :meth:`merge` return new states.
 
-    Options (all keyword, given to :meth:`empty`; static):
-      the options of the function, as it takes them (``max_val`` required).
+    All options are keywords of :meth:`empty` and static: the options of the function,
+    as it takes them (``max_val`` required), and these:
+
+    Options:
       y_channel: score the BT.601 luma of RGB images (MATLAB ``rgb2ycbcr``,
         BasicSR ``test_y_channel=True``), see ``docs/evaluation.md``.
       crop_border: pixels removed from every side first (SR papers: the scale).
