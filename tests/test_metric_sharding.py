@@ -134,10 +134,11 @@ def test_batch_sharded_over_four_devices_auto_mesh():
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known core limitation on this branch: dmj.ssim's filtering reshapes the sharded "
-    "batch axis without out_sharding (ShardingTypeError in _filters.spread_channels) under "
-    "Explicit axes; remove this marker once the core's explicit-sharding fix is merged "
-    "(strict: an unexpected pass fails the run as a reminder)",
+    reason="open limitation: the core functions run under Explicit mesh axes "
+    "(tests/test_sharding.py), but the states' per-image slot numbering (a cumsum over the "
+    "sharded batch in _states._exact_step) raises ShardingTypeError there; a batch on an "
+    "Explicit mesh must be resharded to replicated before update (strict: a pass fails the run "
+    "as a reminder to drop this marker)",
 )
 def test_batch_sharded_over_four_devices_explicit_mesh():
     # jax.make_mesh gives Explicit axes (jax >= 0.7); the states do nothing axis-specific.
