@@ -122,9 +122,12 @@ def _run_sharded(kind):
 
 
 def _check_equal(results):
+    # Sharded sums add in another order: up to 2 float32 ulps (PSNR near 26 dB: 1 ulp = 1.9e-6).
     for name, (single, sharded, single_values, sharded_values) in results.items():
-        np.testing.assert_allclose(sharded, single, rtol=0, atol=1e-6, err_msg=name)
-        np.testing.assert_allclose(sharded_values, single_values, rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(sharded, single, rtol=2.5e-7, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            sharded_values, single_values, rtol=2.5e-7, atol=1e-6, err_msg=name
+        )
         assert len(single_values) == 8
 
 
