@@ -126,7 +126,7 @@ def test_killing_one_process_stops_both_and_the_rerun_resumes(folder, tmp_path):
     resumed_from = int(outs[0][1].split(f"resuming {workdir} from step ")[1].split()[0])
     assert resumed_from >= saved
     assert f"resumed from step {resumed_from} (now at step 48)" in outs[0][0]
-    assert set(_eval(workdir)) == {"input", "model", "images"}
+    assert set(_eval(workdir)) == {"input", "model", "images", "conventions"}
 
 
 def test_multi_host_flags_must_come_together():
