@@ -82,7 +82,7 @@ def check_positive(name: str, value, *, allow_none: bool = False, integer: bool 
         return
     if isinstance(value, numbers.Real):
         if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"`{name}` must be positive and finite, got {value}.")
+            raise ValueError(f"`{name}` must be a positive finite number, got {value}.")
         return
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         if not jnp.issubdtype(jnp.dtype(value.dtype), jnp.number):

@@ -90,7 +90,7 @@ def test_jax_scalars_are_checked_like_python_scalars():
         with pytest.raises(ValueError, match="alpha"):
             dmj.dssim_mae_loss(x, y, max_val=1.0, alpha=value)
     for value in (-2.0, np.float32(-2.0), jnp.asarray(-2.0)):
-        with pytest.raises(ValueError, match="`max_val` must be positive and finite"):
+        with pytest.raises(ValueError, match="`max_val` must be a positive finite number"):
             dmj.ssim(x, y, max_val=value)
 
 

@@ -421,9 +421,9 @@ def test_mask_is_a_constant_without_gradient():
 
 
 def test_concrete_non_positive_max_val_arrays_are_rejected():
-    with pytest.raises(ValueError, match="`max_val` must be positive"):
+    with pytest.raises(ValueError, match="`max_val` must be a positive"):
         ssim(GOOD, GOOD, max_val=jnp.array(-1.0))
-    with pytest.raises(ValueError, match="`max_val` must be positive"):
+    with pytest.raises(ValueError, match="`max_val` must be a positive"):
         ssim(GOOD, GOOD, max_val=np.float32(0.0))
 
 
