@@ -159,3 +159,12 @@ def test_quick_run_writes_report_and_reuses_runs(tmp_path, capsys):
     mtimes = [f.stat().st_mtime_ns for f in files]
     assert cli.main(argv) == 0  # the second invocation trains nothing
     assert [f.stat().st_mtime_ns for f in files] == mtimes
+    # a fresh clone has no runs folder: the committed summary brings the runs back, untrained
+    import shutil
+
+    shutil.rmtree(runs)
+    assert cli.main(argv) == 0
+    restored = sorted(runs.rglob("seed*.json"))
+    assert [f.relative_to(runs) for f in restored] == [f.relative_to(runs) for f in files]
+    assert all("train_loss" not in json.loads(f.read_text()) for f in restored)
+    assert json.loads(out.with_suffix(".json").read_text())["runs"] == summary["runs"]

@@ -4,12 +4,16 @@ Trains the grid (`grid.GRID`, in priority order; seeds innermost), one JSON reco
 ``--runs-dir`` (reused: an interrupted study resumes), then writes the Markdown report and
 its figures. Several workers may share one ``--runs-dir``: each run is claimed by one of them
 (a ``.claim`` file holding its process id; a claim whose process is gone is taken over).
-``--report-only`` trains nothing and reports the finished runs.
+``--report-only`` trains nothing and reports the finished runs. Records missing from
+``--runs-dir`` but present in the report's JSON summary (``--out`` with ``.json``, committed as
+``docs/results_recipes.json``) are written back first, so a fresh clone resumes the study where
+the committed report left it instead of training those runs again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -110,6 +114,33 @@ def train_grid(
     return ran
 
 
+def restore_records(summary_path: str, *, runs_dir: str, steps: int, log=print) -> int:
+    """Writes the runs of a report's JSON summary that ``runs_dir`` lacks; returns how many.
+
+    The summary holds each record without its training-loss curve (``train_loss``), which the
+    report does not use; the held-out curve, per-image metrics and timings are kept.
+    """
+    if not summary_path or not os.path.exists(summary_path):
+        return 0
+    records, recipes, _, summary_steps = report.read_summary(summary_path)
+    if summary_steps != steps:
+        return 0
+    written = 0
+    for recipe in recipes:
+        for seed, rec in records[recipe.name].items():
+            path = run.record_path(runs_dir, recipe, seed=seed, steps=steps)
+            if os.path.exists(path):
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(rec, f, indent=1)
+            os.replace(path + ".tmp", path)
+            written += 1
+    if written:
+        log(f"restored {written} finished runs from {summary_path}")
+    return written
+
+
 def _command(argv: Sequence[str]) -> str:
     """The command that trains and reports (``--report-only`` / ``--train-only`` left out)."""
     kept = [a for a in argv if a not in ("--report-only", "--train-only")]
@@ -124,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipes, steps, eval_points, seeds = recipes[:3], 8, 2, seeds[:2]
         overrides = QUICK
     t0 = time.perf_counter()
+    if args.out:
+        restore_records(
+            os.path.splitext(args.out)[0] + ".json", runs_dir=args.runs_dir, steps=steps
+        )
     if not args.report_only:
         log = lambda line: print(line, flush=True)
         train_grid(
