@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -257,6 +258,31 @@ def batch_chunks(n_images: int, image_elements: int, method: str | None = None) 
         if n_images % count == 0:
             return count
     return n_images
+
+
+def over_batch_chunks(fn, arrays, spatial_dims: int):
+    """``fn(*arrays)``, the leading batch processed in sequential chunks.
+
+    `arrays` (None allowed) are ``[..., *spatial, C]`` with the same leading
+    batch, and every output of `fn` is per image (its leading axes are the
+    batch: maps ``[..., *spatial', C]``, values ``[...]``); :func:`batch_chunks`
+    picks the number of chunks from the static shapes (one, i.e. no loop, for
+    small batches, on GPU/TPU and for inputs sharded along the batch). Chunks
+    are independent, so the result is ``fn(*arrays)``.
+    """
+    trailing = spatial_dims + 1
+    ref = arrays[0]
+    lead = ref.shape[: ref.ndim - trailing]
+    n = math.prod(lead)
+    count = batch_chunks(n, math.prod(ref.shape[ref.ndim - trailing :]))
+    if count == 1 or any(is_sharded(a) for a in arrays if a is not None):
+        return fn(*arrays)
+
+    def split(a):
+        return None if a is None else a.reshape(count, n // count, *a.shape[a.ndim - trailing :])
+
+    out = lax.map(lambda args: fn(*args), tuple(split(a) for a in arrays))
+    return jax.tree.map(lambda o: o.reshape(*lead, *o.shape[2:]), out)
 
 
 @contextlib.contextmanager
@@ -487,3 +513,52 @@ def filter_valid_transpose_many(
 ) -> tuple[jnp.ndarray, ...]:
     """:func:`filter_valid_transpose` of each array, like :func:`filter_valid_many`."""
     return _filter_many(arrays, taps, axes, method, transpose=True)
+
+
+def filter_valid_linear(
+    arrays: Sequence[jnp.ndarray],
+    taps: Sequence[float],
+    axes: Sequence[int],
+    *,
+    method: str | None = None,
+) -> tuple[jnp.ndarray, ...]:
+    """:func:`filter_valid_many` as a linear map whose transpose is the adjoint above.
+
+    For filtering tangents: reverse mode then runs :func:`filter_valid_transpose_many`
+    (a full correlation, the same loops as the forward filter) instead of JAX's
+    transpose of the slices (sums of pads, measured slower on XLA:CPU in
+    ``docs/benchmarks.md``). Forward mode, ``vmap`` and every order of derivative
+    work, since the map is linear with constant taps.
+
+    ``lax.custom_linear_solve`` carries the pair (the only JAX API that attaches a
+    transpose to a linear function): with the identity as the matrix, its
+    "solve" is the filter and its "transpose solve" the adjoint. A solve must
+    return its input's shapes, so the filtered maps travel zero-padded at the end
+    of each filtered axis, and are cropped back.
+    """
+    arrays = tuple(arrays)
+    if not arrays:
+        return ()
+    k = len(taps)
+    axes = tuple(a % arrays[0].ndim for a in axes)
+
+    def grow(v):
+        widths = [(0, 0)] * v.ndim
+        for axis in axes:
+            widths[axis] = (0, k - 1)
+        return jnp.pad(v, widths)
+
+    def shrink(v):
+        for axis in axes:
+            v = lax.slice_in_dim(v, 0, v.shape[axis] - (k - 1), axis=axis)
+        return v
+
+    def solve(_, b):
+        return tuple(grow(v) for v in filter_valid_many(b, taps, axes, method=method))
+
+    def transpose_solve(_, ct):
+        cut = [shrink(v) for v in ct]
+        return filter_valid_transpose_many(cut, taps, axes, method=method)
+
+    padded = lax.custom_linear_solve(lambda v: v, arrays, solve, transpose_solve)
+    return tuple(shrink(v) for v in padded)

@@ -16,7 +16,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from dssim_mae_jax import _validation
+from dssim_mae_jax import _filters, _validation
 
 
 class Pair(NamedTuple):
@@ -73,19 +73,56 @@ def prepare_pair(
     (:mod:`dssim_mae_jax._jit`); here traced impossible values mark the images
     `bad`, so that they get NaN, never a plausible number.
     """
+    x, y, max_val, mask = _checked(predictions, targets, max_val, mask, spatial_dims)
+    return _scaled(x, y, max_val, mask, spatial_dims)
+
+
+def per_image(
+    fn,
+    predictions: ArrayLike,
+    targets: ArrayLike,
+    *,
+    max_val,
+    mask,
+    spatial_dims: int,
+):
+    """``fn(pair)`` for the :class:`Pair` of the images, computed chunk by chunk.
+
+    The same as ``fn(prepare_pair(...))`` for an `fn` whose results are per
+    image (leading batch axes first): the checks and casts run once on the
+    whole arrays, then the scaling, masking, flags and `fn` run on sequential
+    chunks of the batch (:func:`_filters.over_batch_chunks`: one chunk, i.e. no
+    loop, on GPU/TPU, for small batches and for sharded inputs). On XLA:CPU the
+    working set of a chunk stays in cache and no full-size prepared image is
+    formed, forward or backward.
+    """
+    x, y, max_val, mask = _checked(predictions, targets, max_val, mask, spatial_dims)
+    return _filters.over_batch_chunks(
+        lambda a, b, m: fn(_scaled(a, b, max_val, m, spatial_dims)), (x, y, mask), spatial_dims
+    )
+
+
+def _checked(predictions, targets, max_val, mask, spatial_dims: int):
+    """The images in the compute dtype, `max_val` as a constant scalar, the mask broadcast."""
     _validation.check_spatial_dims(spatial_dims)
     x, y = _validation.as_float_pair(predictions, targets, min_rank=spatial_dims + 1)
-    bad_option = jnp.zeros((), jnp.bool_)
     if max_val is not None:
         max_val = jnp.asarray(max_val, x.dtype)
         if max_val.ndim != 0:
             raise ValueError(f"`max_val` must be a scalar, got shape {max_val.shape}.")
         # No gradient flows into the data range.
         max_val = lax.stop_gradient(max_val)
-        bad_option = ~(jnp.isfinite(max_val) & (max_val > 0))
-    bad = bad_option
     if mask is not None:
         mask = lax.stop_gradient(_validation.broadcast_mask(mask, x.shape, x.dtype))
+    return x, y, max_val, mask
+
+
+def _scaled(x, y, max_val, mask, spatial_dims: int) -> Pair:
+    """The per-image part of :func:`prepare_pair`: mask, flag, scale."""
+    bad = jnp.zeros(x.shape[: x.ndim - spatial_dims - 1], jnp.bool_)
+    if max_val is not None:
+        bad = bad | ~(jnp.isfinite(max_val) & (max_val > 0))
+    if mask is not None:
         finite = jnp.isfinite(mask)
         bad = bad | _per_image_any(~finite | (mask < 0), spatial_dims)
         # Relative weights: each image's mask is scaled by a power of two that brings
@@ -115,8 +152,20 @@ def prepare_pair(
     # Materialised behind a barrier, so that XLA does not recompute them inside
     # every consumer (measured: without it, MS-SSIM fwd+bwd was about 20 % slower
     # on CPU). Where x == y the two are bitwise equal whatever XLA contracts.
-    xs, ys = lax.optimization_barrier((xs, xs - diff))
+    # The barrier holds the values only; each input's derivative is carried by a
+    # term that is exactly 0, so y's tangent is the targets' alone: a symbolic
+    # zero when only the predictions are differentiated, which the SSIM core's
+    # rule then skips (one filtered tangent moment fewer, forward and reverse).
+    xs, ys = lax.optimization_barrier(lax.stop_gradient((xs, xs - diff)))
+    xs = xs + _derivative_carrier(x, max_val)
+    ys = ys + _derivative_carrier(y, max_val)
     return Pair(xs, ys, diff, mask, bad, max_val, spatial_dims)
+
+
+def _derivative_carrier(v, max_val):
+    """Exactly 0, with the derivative of ``v / max_val`` (0 at non-finite pixels)."""
+    c = jnp.where(jnp.isfinite(v), v, 0.0) / max_val
+    return c - lax.stop_gradient(c)
 
 
 def _concrete_array(value):

@@ -17,7 +17,7 @@ from dssim_mae_jax import _filters, _inputs, _jit, _reductions, _validation
 from dssim_mae_jax._metrics import absolute_difference, mae_from_pair, psnr_from_pair
 from dssim_mae_jax._multi_sigma import multi_sigma_map
 from dssim_mae_jax._presets import PRESETS, LossConfig, check_fields, renamed_fields
-from dssim_mae_jax._ssim import ms_ssim_from_pair, ssim_map
+from dssim_mae_jax._ssim import ms_ssim_from_pair, ssim_map, ssim_statistics
 
 WEIGHT_KEYS = ("structural", "mae", "mean")
 # Old spellings of the weight keys, still accepted with a DeprecationWarning.
@@ -149,6 +149,19 @@ def evaluate_terms(cfg: LossConfig, pair: _inputs.Pair) -> dict:
             fit_scales=False,
         )
         deficit = 1.0 - out[name]
+    elif cfg.structure == "ssim" and not (cfg.per_pixel or cfg.return_map):
+        # The means only: taken chunk by chunk, no full-size map.
+        _, out[name], deficit, _ = ssim_statistics(
+            pair,
+            with_map=False,
+            filter_size=cfg.filter_size,
+            filter_sigma=cfg.filter_sigma,
+            k1=cfg.k1,
+            k2=cfg.k2,
+            window=cfg.window,
+            padding=cfg.padding,
+            implementation=cfg.implementation,
+        )
     else:
         s_map, spec = _structure_map(cfg, pair)
         centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
@@ -259,10 +272,19 @@ def check_loss_call(arguments: dict) -> None:
 @_jit.jit_public(("config",), check_all=check_loss_call)
 def _loss(predictions, targets, *, config: LossConfig, mask, weights):
     """(loss, aux) of one call of a :func:`make_loss` function."""
-    pair = _inputs.prepare_pair(
-        predictions, targets, max_val=config.max_val, mask=mask, spatial_dims=config.spatial_dims
+
+    def per_chunk(pair):
+        terms = evaluate_terms(config, pair)
+        return terms, pair.bad
+
+    terms, bad = _inputs.per_image(
+        per_chunk,
+        predictions,
+        targets,
+        max_val=config.max_val,
+        mask=mask,
+        spatial_dims=config.spatial_dims,
     )
-    terms = evaluate_terms(config, pair)
     w_s, w_m, invalid = resolve_weights(config, weights, terms["structural"].dtype)
     w_r, invalid_r = resolve_mean_weight(config, weights, terms["structural"].dtype)
     invalid = invalid | invalid_r
@@ -275,7 +297,7 @@ def _loss(predictions, targets, *, config: LossConfig, mask, weights):
         # R is one number per image: added to every pixel, the map's mean stays the loss.
         mean = jnp.expand_dims(terms["mean"], tuple(range(-trailing, 0)))
         loss = w_s * terms["structural_map"] + w_m * terms["mae_map"] + w_r * mean
-        loss = _reductions.nan_where(pair.bad | invalid, loss, trailing)
+        loss = _reductions.nan_where(bad | invalid, loss, trailing)
         return loss, aux
     return reduce(config, per_image), aux
 

@@ -110,8 +110,10 @@ def multi_sigma_map(pair: _inputs.Pair, *, sigmas, filter_size, k1, k2, padding)
     out = None
     for i, (window_spec, offset) in enumerate(windows):
         crop = functools.partial(_crop, axes=window_spec.axes, offset=offset)
-        s_map, cs_map = _ssim_maps.ssim_cs_maps(window_spec, crop(x), crop(y), crop(mask), c1, c2)
-        factor = s_map if i == largest else cs_map
+        want = ("s",) if i == largest else ("cs",)
+        (factor,) = _ssim_maps.ssim_cs_maps(
+            window_spec, crop(x), crop(y), crop(mask), c1, c2, want=want
+        )
         out = factor if out is None else out * factor
     return out, spec
 
@@ -177,9 +179,10 @@ def multi_sigma_ssim(
     value is the released layer's value on the 31x31 patch around it (the
     sigma-8 window is then cut at 1.9 sigma, as theirs is).
 
-    The gradient is analytic (the custom VJP of :func:`ssim`'s core for
-    every factor) and finite for every finite input; it is exactly zero, and
-    the value exactly 1, where ``predictions == targets``. The function is
+    Derivatives are analytic (the rule of :func:`ssim`'s core for every
+    factor, forward and reverse mode, ``docs/ssim_derivatives.md``) and
+    finite for every finite input; the gradient is exactly zero, and the
+    value exactly 1, where ``predictions == targets``. The function is
     compiled once per input shape and option values, also when called
     eagerly (the options are static; the images, ``max_val`` and ``mask`` may
     be traced).
@@ -243,16 +246,19 @@ def multi_sigma_ssim(
     """
     _validation.check_bool("return_map", return_map)
     _ssim.resolve_implementation(implementation, pallas=_ssim.PALLAS_HAS_NO_CS)
-    pair = _inputs.prepare_pair(
-        predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
+
+    def per_chunk(pair):
+        value_map, spec = multi_sigma_map(
+            pair, sigmas=sigmas, filter_size=filter_size, k1=k1, k2=k2, padding=padding
+        )
+        # NaN or inf in a valid pixel: the image cannot be scored (explicitly, whatever
+        # the arithmetic would make of it).
+        if return_map:
+            return _reductions.nan_where(pair.bad, value_map, spatial_dims + 1)
+        centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
+        mean = _reductions.map_mean(value_map, centre, spatial_dims)[0]
+        return _reductions.nan_where(pair.bad, mean)
+
+    return _inputs.per_image(
+        per_chunk, predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
     )
-    value_map, spec = multi_sigma_map(
-        pair, sigmas=sigmas, filter_size=filter_size, k1=k1, k2=k2, padding=padding
-    )
-    # NaN or inf in a valid pixel: the image cannot be scored (explicitly, whatever
-    # the arithmetic would make of it).
-    if return_map:
-        return _reductions.nan_where(pair.bad, value_map, spatial_dims + 1)
-    centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
-    mean = _reductions.map_mean(value_map, centre, spatial_dims)[0]
-    return _reductions.nan_where(pair.bad, mean)

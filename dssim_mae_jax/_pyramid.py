@@ -124,13 +124,18 @@ def ms_ssim_value(pair: Pair, spec: _ssim_maps.Spec, c1, c2, weights) -> jax.Arr
     x, y, mask = pair.x, pair.y, pair.mask
     size = len(spec.taps)
     terms = []
+
+    def position_mean(maps, chunk_mask):
+        centre = _reductions.center_weights(chunk_mask, spec.axes, size, spec.padding)
+        return _reductions.unit_mean(maps[0], centre, spec.axes)[0]
+
     for level in range(len(weights)):
         if level:
             x, y, mask = downsample(spec, x, y, mask)
-        s_map, cs_map = _ssim_maps.ssim_cs_maps(spec, x, y, mask, c1, c2)
-        term_map = s_map if level == len(weights) - 1 else cs_map
-        centre = _reductions.center_weights(mask, spec.axes, size, spec.padding)
-        terms.append(_reductions.unit_mean(term_map, centre, spec.axes)[0])
+        want = ("s",) if level == len(weights) - 1 else ("cs",)
+        terms.append(
+            _ssim_maps.ssim_cs_maps(spec, x, y, mask, c1, c2, want=want, reduce=position_mean)
+        )
     stacked = jnp.stack(terms, axis=-1)
     exponents = jnp.asarray(weights, stacked.dtype).reshape((1,) * (stacked.ndim - 1) + (-1,))
     per_channel = jnp.prod(relu_pow(stacked, exponents), axis=-1)

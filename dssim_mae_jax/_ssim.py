@@ -77,17 +77,20 @@ def ssim_map(
     pair: _inputs.Pair, *, implementation: str | None = "xla", **options
 ) -> tuple[jax.Array, _ssim_maps.Spec]:
     """The SSIM map of a prepared pair and the spec it used (options as :func:`ssim`)."""
-    s_map, _, _, spec = ssim_statistics(pair, implementation=implementation, **options)
+    s_map, _, _, spec = ssim_statistics(
+        pair, with_map=True, implementation=implementation, **options
+    )
     return s_map, spec
 
 
 def ssim_statistics(
-    pair: _inputs.Pair, *, implementation: str | None = "xla", **options
-) -> tuple[jax.Array, jax.Array, jax.Array, _ssim_maps.Spec]:
-    """(map, per-image mean S, 1 - S, spec) of a prepared pair (options as :func:`ssim`).
+    pair: _inputs.Pair, *, with_map: bool, implementation: str | None = "xla", **options
+) -> tuple[jax.Array | None, jax.Array, jax.Array, _ssim_maps.Spec]:
+    """(map or None, per-image mean S, 1 - S, spec) of a prepared pair (options as :func:`ssim`).
 
-    Not NaN-flagged: the caller applies ``pair.bad``. What a caller does not
-    use (the mean of a returned map) is left out by XLA.
+    Not NaN-flagged: the caller applies ``pair.bad``. Without `with_map` the
+    means are taken chunk by chunk and no full-size map is formed (the map is
+    None); with it the means come from the returned map.
     """
     spec, c1, c2 = _ssim_maps.make_spec(
         pair.x.shape, pair.x.dtype, spatial_dims=pair.spatial_dims, **options
@@ -95,9 +98,18 @@ def ssim_statistics(
     if resolve_implementation(implementation) == "pallas":
         fused = _fused(pair, spec, options["k1"], options["k2"])
         return fused.map, fused.mean, fused.deficit, spec
-    s_map, _ = _ssim_maps.ssim_cs_maps(spec, pair.x, pair.y, pair.mask, c1, c2)
-    centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
-    mean, deficit = _reductions.map_mean(s_map, centre, pair.spatial_dims)
+
+    def means(maps, mask):
+        centre = _reductions.center_weights(mask, spec.axes, len(spec.taps), spec.padding)
+        return _reductions.map_mean(maps[0], centre, pair.spatial_dims)
+
+    if not with_map:
+        mean, deficit = _ssim_maps.ssim_cs_maps(
+            spec, pair.x, pair.y, pair.mask, c1, c2, want=("s",), reduce=means
+        )
+        return None, mean, deficit, spec
+    (s_map,) = _ssim_maps.ssim_cs_maps(spec, pair.x, pair.y, pair.mask, c1, c2, want=("s",))
+    mean, deficit = means((s_map,), pair.mask)
     return s_map, mean, deficit, spec
 
 
@@ -107,14 +119,17 @@ def _ssim_or_dssim(
     """:func:`ssim` (or, with `half_deficit`, :func:`dssim`) per image or as a map."""
     _validation.check_bool("return_map", return_map)
     resolve_implementation(options["implementation"])  # before any work
-    pair = _inputs.prepare_pair(
-        predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
+
+    def per_chunk(pair):
+        s_map, mean, deficit, _ = ssim_statistics(pair, with_map=return_map, **options)
+        if return_map:
+            value = (1.0 - s_map) / 2.0 if half_deficit else s_map
+            return _reductions.nan_where(pair.bad, value, spatial_dims + 1)
+        return _reductions.nan_where(pair.bad, deficit / 2.0 if half_deficit else mean)
+
+    return _inputs.per_image(
+        per_chunk, predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
     )
-    s_map, mean, deficit, _ = ssim_statistics(pair, **options)
-    if return_map:
-        value = (1.0 - s_map) / 2.0 if half_deficit else s_map
-        return _reductions.nan_where(pair.bad, value, spatial_dims + 1)
-    return _reductions.nan_where(pair.bad, deficit / 2.0 if half_deficit else mean)
 
 
 @_jit.jit_public(_SSIM_STATIC, check_all=CHECK_CONCRETE)
@@ -165,10 +180,11 @@ def ssim(
     (float32 is accurate from ``max_val=1e-12`` to ``1e12``). Statistics are
     computed in float32 (float64 for float64 inputs) from elementwise
     operations only, so TF32/bf16 matmul defaults cannot degrade them; the
-    window taps sum to exactly 1 in that dtype. The gradient is analytic (a
-    custom VJP that recomputes the local moments) and finite for every finite
-    input; it is exactly zero where ``predictions == targets``. An image with
-    a NaN or inf among its (unmasked) pixels gets NaN, never a score. The
+    window taps sum to exactly 1 in that dtype. Derivatives are analytic
+    (one rule for forward and reverse mode that recomputes the local
+    moments, ``docs/ssim_derivatives.md``) and finite for every finite
+    input; the gradient is exactly zero where ``predictions == targets``.
+    An image with a NaN or inf among its (unmasked) pixels gets NaN, never a score. The
     function is compiled once per shape and options, also when called eagerly.
 
     Args:
@@ -461,11 +477,8 @@ def ms_ssim(
     resolve_implementation(implementation, pallas=PALLAS_HAS_NO_CS)
     power_factors = _validation.check_power_factors(power_factors)
     _validation.check_bool("fit_scales", fit_scales)
-    pair = _inputs.prepare_pair(
-        predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
-    )
-    return ms_ssim_from_pair(
-        pair,
+    per_chunk = functools.partial(
+        ms_ssim_from_pair,
         power_factors=power_factors,
         filter_size=filter_size,
         filter_sigma=filter_sigma,
@@ -473,6 +486,9 @@ def ms_ssim(
         k2=k2,
         window=window,
         fit_scales=fit_scales,
+    )
+    return _inputs.per_image(
+        per_chunk, predictions, targets, max_val=max_val, mask=mask, spatial_dims=spatial_dims
     )
 
 

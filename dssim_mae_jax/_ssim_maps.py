@@ -5,19 +5,24 @@ the local moments (``docs/ssim_derivatives.md``) and is linear in the input
 tangents, so JAX transposes it for reverse mode. One rule therefore serves
 ``jvp``, ``jacfwd``, ``linearize``, ``grad``, ``jacrev`` and every higher
 order (the coefficients are ordinary JAX expressions of the primal values).
-The core is rematerialised (``jax.checkpoint``): a reverse pass keeps only the
-inputs and recomputes the moments, as a hand-written VJP would.
+The tangent moments are filtered by :func:`_filters.filter_valid_linear`, a
+linear map that carries its own transpose (the full correlation), so reverse
+mode filters cotangents with the same loops as the forward pass. A zero input
+tangent stays symbolic (one filtered moment fewer when only the predictions
+are differentiated). The core is rematerialised (``jax.checkpoint``): a
+reverse pass keeps only the inputs and recomputes the moments, as a
+hand-written VJP would.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from dssim_mae_jax import _filters, _validation
 
@@ -81,26 +86,8 @@ class Terms(NamedTuple):
     d: jnp.ndarray  # B1 * B2
 
 
-# The filtering method of the tangent (None: as the primal, see `tangent_method`).
-TANGENT_METHOD = None
-
-
-def tangent_method() -> str | None:
-    """How the tangent is filtered: reverse mode runs JAX's transpose of this filter.
-
-    On XLA:CPU the transpose of the shifted-slice filters (sums of pads) was
-    measured 4.5x slower than the hand-written adjoint (``docs/benchmarks.md``);
-    the banded-matrix filter transposes into matrix products, which XLA:CPU
-    runs fast, so the CPU tangent uses it. Elsewhere the tangent is filtered
-    like the primal.
-    """
-    if TANGENT_METHOD is not None:
-        return TANGENT_METHOD
-    return "matmul" if _filters.resolve_method() == "stacked" else None
-
-
-def _filter(spec: Spec, arrays, method=None):
-    return _filters.filter_valid_many(arrays, taps=spec.taps, axes=spec.axes, method=method)
+def _filter(spec: Spec, arrays):
+    return _filters.filter_valid_many(arrays, taps=spec.taps, axes=spec.axes)
 
 
 def centered_moments(spec: Spec, x, y, mask) -> tuple[Centered, Moments]:
@@ -185,83 +172,96 @@ def coefficients(t: Terms, *, luminance: bool) -> Coefficients:
     return Coefficients(d_mx, d_my, r * q, -q)
 
 
-def _maps(spec: Spec, x, y, mask, c1, c2):
+MAPS = ("s", "cs")  # the maps the core can return: SSIM and contrast-structure
+
+
+def _maps(spec: Spec, want: tuple[str, ...], x, y, mask, c1, c2):
     c, m = centered_moments(spec, x, y, mask)
     t = terms(m, c, c1, c2)
-    return t.s, t.cs
+    return tuple(t.s if name == "s" else t.cs for name in want)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _maps_rule(spec: Spec, x, y, mask, c1, c2):
-    return _maps(spec, x, y, mask, c1, c2)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _maps_rule(spec: Spec, want: tuple[str, ...], x, y, mask, c1, c2):
+    return _maps(spec, want, x, y, mask, c1, c2)
 
 
-@_maps_rule.defjvp
-def _maps_rule_jvp(spec: Spec, primals, tangents):
-    """Tangents of both maps: linear in the tangents of x and y.
+def _is_zero(t) -> bool:
+    return isinstance(t, SymbolicZero)
+
+
+def _jvp(spec: Spec, want: tuple[str, ...], primals, tangents):
+    """Tangents of the wanted maps: linear in the tangents of x and y.
 
     The mask and the constants are not differentiated (the callers pass them
-    as constants, behind ``stop_gradient``).
+    as constants, behind ``stop_gradient``). A zero tangent stays symbolic, so
+    the usual case (a gradient with respect to the predictions only) filters
+    three tangent moments, not four, in forward mode and in its transpose.
     """
     x, y, mask, c1, c2 = primals
     tx, ty = tangents[:2]
     c, m = centered_moments(spec, x, y, mask)
     t = terms(m, c, c1, c2)
-    # Tangents of the padded, centred images (the centring constants are constant).
-    txp = pad(spec, tx)
-    tdp = pad(spec, tx - ty)
-    typ = txp - tdp
-    values = (txp, typ, 2.0 * (c.xp * txp + c.yp * typ), 2.0 * (c.dp * tdp))
+    # Tangents of the padded, centred images (the centring constants are constant);
+    # None where the tangent is zero. d = x - y, so d' = x' - y'.
+    txp = None if _is_zero(tx) else pad(spec, tx)
+    typ = None if _is_zero(ty) else pad(spec, ty)
+    if txp is None and typ is None:  # no rule call needs this; kept total
+        txp = jnp.zeros_like(c.xp)
+    if typ is None:
+        tdp = txp
+    elif txp is None:
+        tdp = -typ
+    else:
+        tdp = txp - typ
+    # Tangents of E[x'], E[y'], E[x'^2 + y'^2], E[d'^2] (None: zero).
+    sq = [2.0 * (c.xp * txp) if txp is not None else None, None]
+    if typ is not None:
+        sq[1] = 2.0 * (c.yp * typ)
+    e_sum = sq[0] if sq[1] is None else (sq[1] if sq[0] is None else sq[0] + sq[1])
+    values = (txp, typ, e_sum, 2.0 * (c.dp * tdp))
+    present = [i for i, v in enumerate(values) if v is not None]
+    parts = [values[i] for i in present]
     if c.mp is not None:
-        values = tuple(c.mp * v for v in values)
-    moments = _filter(spec, values, tangent_method())
+        parts = [c.mp * v for v in parts]
+    filtered = _filters.filter_valid_linear(parts, taps=spec.taps, axes=spec.axes)
     if c.inv_w is not None:
-        moments = tuple(v * c.inv_w for v in moments)
+        filtered = [v * c.inv_w for v in filtered]
+    moments = dict(zip(present, filtered, strict=True))
 
     def tangent(k: Coefficients):
-        return sum(coef * v for coef, v in zip(k, moments, strict=True))
+        return sum(k[i] * v for i, v in moments.items())
 
-    s_dot = tangent(coefficients(t, luminance=True))
-    cs_dot = tangent(coefficients(t, luminance=False))
-    return (t.s, t.cs), (s_dot, cs_dot)
+    outs = tuple(t.s if name == "s" else t.cs for name in want)
+    dots = tuple(tangent(coefficients(t, luminance=name == "s")) for name in want)
+    return outs, dots
 
+
+_maps_rule.defjvp(_jvp, symbolic_zeros=True)
 
 # Rematerialised: reverse mode keeps the inputs and recomputes the moments.
-_checkpointed = jax.checkpoint(_maps_rule, static_argnums=(0,))
+_checkpointed = jax.checkpoint(_maps_rule, static_argnums=(0, 1))
 
 
-def over_chunks(spec: Spec, fn, arrays):
-    """``fn(*arrays)``, the leading batch processed in sequential chunks.
-
-    `arrays` (None allowed) and the outputs of `fn` are ``[..., *spatial, C]``
-    with the same leading batch; :func:`_filters.batch_chunks` picks the number
-    of chunks from the static shapes (one, i.e. no loop, for small batches, on
-    GPU/TPU and for inputs sharded along the batch). Everything is per image,
-    so chunks are independent.
-    """
-    trailing = spec.spatial_dims + 1
-    ref = arrays[0]
-    lead = ref.shape[: ref.ndim - trailing]
-    n = math.prod(lead)
-    count = _filters.batch_chunks(n, math.prod(ref.shape[ref.ndim - trailing :]))
-    if count == 1 or any(_filters.is_sharded(a) for a in arrays if a is not None):
-        return fn(*arrays)
-
-    def split(a):
-        return None if a is None else a.reshape(count, n // count, *a.shape[a.ndim - trailing :])
-
-    out = lax.map(lambda args: fn(*args), tuple(split(a) for a in arrays))
-    return jax.tree.map(lambda o: o.reshape(*lead, *o.shape[2:]), out)
-
-
-def ssim_cs_maps(spec: Spec, x, y, mask, c1, c2):
-    """(SSIM map, contrast-structure map), each ``[..., *out_spatial, C]``.
+def ssim_cs_maps(spec: Spec, x, y, mask, c1, c2, *, want=MAPS, reduce=None):
+    """The wanted maps (SSIM ``"s"``, contrast-structure ``"cs"``), or their reductions.
 
     `x` and `y` are images divided by their data range (so ``c1 = k1^2``,
     ``c2 = k2^2``), masked-out pixels zeroed; `mask` (or None) is constant.
-    Differentiable in `x` and `y` in forward and reverse mode, to any order.
+    Returns a tuple of maps ``[..., *out_spatial, C]`` in the order of `want`;
+    with `reduce`, ``reduce(maps, mask)`` of each batch chunk instead (a per-image
+    reduction, so no full-size map is materialised). Differentiable in `x`
+    and `y` in forward and reverse mode, to any order.
     """
-    return over_chunks(spec, lambda a, b, w: _checkpointed(spec, a, b, w, c1, c2), (x, y, mask))
+    want = tuple(want)
+    if not want or any(name not in MAPS for name in want):
+        raise ValueError(f"`want` must name maps among {MAPS}, got {want!r}.")
+
+    def one(a, b, w):
+        maps = _checkpointed(spec, want, a, b, w, c1, c2)
+        return maps if reduce is None else reduce(maps, w)
+
+    return _filters.over_batch_chunks(one, (x, y, mask), spec.spatial_dims)
 
 
 def constants(k1, k2, dtype) -> tuple[jax.Array, jax.Array]:

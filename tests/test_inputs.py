@@ -31,7 +31,10 @@ def test_each_input_is_prepared_once_per_call(monkeypatch):
 
         monkeypatch.setattr(module, name, wrapped)
 
-    counting(_inputs, "prepare_pair")
+    # The two stages of a prepared pair: checked and cast (whole arrays), then masked,
+    # flagged and scaled (traced once, also when it runs chunk by chunk).
+    counting(_inputs, "_checked")
+    counting(_inputs, "_scaled")
     for name in ("as_float_pair", "broadcast_mask", "check_mask_values"):
         counting(_validation, name)
     counting(_jit, "normalize_dynamic")
@@ -39,7 +42,8 @@ def test_each_input_is_prepared_once_per_call(monkeypatch):
     mask = jnp.ones((2, 23, 23, 1))
     dmj.make_loss("seed-naive")(x, y, mask=mask)
     assert counts == {
-        "prepare_pair": 1,
+        "_checked": 1,
+        "_scaled": 1,
         "as_float_pair": 1,
         "broadcast_mask": 1,
         "check_mask_values": 1,
