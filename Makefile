@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 SPHINXOPTS ?=
 FLOORS_VENV ?= .venv-floors
 
-.PHONY: test train lint typecheck format bench docs notebooks wheel-smoke floors clean
+.PHONY: test test-slow test-all train lint typecheck format bench docs notebooks wheel-smoke floors clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,18 @@ $(VENV)/.release-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[release]"
 	touch $@
 
+# `make test`: lint and every test not marked slow (a few minutes on 2 cores);
+# `make test-slow`: the slow ones (training runs, subprocesses, notebooks, experiments,
+# Pallas in interpret mode, meshes; see tests/conftest.py); `make test-all`: both at once.
 test: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -n 2 --durations=15 -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -n 2 --durations=15 -m slow $(PYTEST_ARGS)
+
+test-all: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)

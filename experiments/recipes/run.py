@@ -140,7 +140,13 @@ def train_run(
         w = {"structural": on * a, "mae": 1.0 - on * a, "remedy": on * g}
 
         def loss_fn(p, t, weights=None):  # `weights` (the preset's) is replaced by the recipe's
-            return recipe_loss(p, t, weights=w, structure=recipe.structure, remedy=recipe.remedy)
+            # `recipe_loss` is of one image pair; the train step calls the loss on the batch.
+            def one(pi, ti):
+                return recipe_loss(
+                    pi, ti, weights=w, structure=recipe.structure, remedy=recipe.remedy
+                )
+
+            return jax.vmap(one)(p, t)
 
         return training.train_step(state, clean, config=config, loss_fn=loss_fn, schedule=schedule)
 
