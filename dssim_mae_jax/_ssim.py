@@ -80,6 +80,7 @@ def ssim_map(
     s_map, _, _, spec = ssim_statistics(
         pair, with_map=True, implementation=implementation, **options
     )
+    assert s_map is not None  # with_map=True
     return s_map, spec
 
 

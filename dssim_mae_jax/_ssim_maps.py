@@ -208,25 +208,27 @@ def _jvp(spec: Spec, want: tuple[str, ...], primals, tangents):
     typ = None if _is_zero(ty) else pad(spec, ty)
     if txp is None and typ is None:  # no rule call needs this; kept total
         txp = jnp.zeros_like(c.xp)
-    if typ is None:
-        tdp = txp
-    elif txp is None:
+    # Tangents of E[x'], E[y'], E[x'^2 + y'^2], E[d'^2] before filtering, by index
+    # (absent: zero).
+    values: dict[int, jax.Array] = {}
+    if txp is not None:
+        values[0] = txp
+        values[2] = 2.0 * (c.xp * txp)
+        tdp = txp if typ is None else txp - typ
+    elif typ is not None:
         tdp = -typ
-    else:
-        tdp = txp - typ
-    # Tangents of E[x'], E[y'], E[x'^2 + y'^2], E[d'^2] (None: zero).
-    sq = [2.0 * (c.xp * txp) if txp is not None else None, None]
     if typ is not None:
-        sq[1] = 2.0 * (c.yp * typ)
-    e_sum = sq[0] if sq[1] is None else (sq[1] if sq[0] is None else sq[0] + sq[1])
-    values = (txp, typ, e_sum, 2.0 * (c.dp * tdp))
-    present = [i for i, v in enumerate(values) if v is not None]
+        values[1] = typ
+        y_part = 2.0 * (c.yp * typ)
+        values[2] = values[2] + y_part if 2 in values else y_part
+    values[3] = 2.0 * (c.dp * tdp)
+    present = sorted(values)
     parts = [values[i] for i in present]
     if c.mp is not None:
         parts = [c.mp * v for v in parts]
     filtered = _filters.filter_valid_linear(parts, taps=spec.taps, axes=spec.axes)
     if c.inv_w is not None:
-        filtered = [v * c.inv_w for v in filtered]
+        filtered = tuple(v * c.inv_w for v in filtered)
     moments = dict(zip(present, filtered, strict=True))
 
     def tangent(k: Coefficients):
