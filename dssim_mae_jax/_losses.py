@@ -106,18 +106,26 @@ def _mean_term(cfg: LossConfig, pair: _inputs.Pair):
     return _in_data_units(cfg, pair, r)
 
 
-def _structure_map(cfg: LossConfig, pair: _inputs.Pair):
-    """The SSIM (or multi-sigma MS-SSIM) map of a map-based structure, and its spec."""
-    shared = dict(filter_size=cfg.filter_size, k1=cfg.k1, k2=cfg.k2, padding=cfg.padding)
-    if cfg.structure == "multi_sigma":
-        return multi_sigma_map(pair, sigmas=cfg.sigmas, **shared)
-    return ssim_map(
-        pair,
+def _window_options(cfg: LossConfig) -> dict:
+    """The window options a map-based structure shares."""
+    return dict(filter_size=cfg.filter_size, k1=cfg.k1, k2=cfg.k2, padding=cfg.padding)
+
+
+def _ssim_options(cfg: LossConfig) -> dict:
+    """The options of the SSIM core for ``structure="ssim"``."""
+    return dict(
+        _window_options(cfg),
         filter_sigma=cfg.filter_sigma,
         window=cfg.window,
         implementation=cfg.implementation,
-        **shared,
     )
+
+
+def _structure_map(cfg: LossConfig, pair: _inputs.Pair):
+    """The SSIM (or multi-sigma MS-SSIM) map of a map-based structure, and its spec."""
+    if cfg.structure == "multi_sigma":
+        return multi_sigma_map(pair, sigmas=cfg.sigmas, **_window_options(cfg))
+    return ssim_map(pair, **_ssim_options(cfg))
 
 
 def evaluate_terms(cfg: LossConfig, pair: _inputs.Pair) -> dict:
@@ -151,17 +159,7 @@ def evaluate_terms(cfg: LossConfig, pair: _inputs.Pair) -> dict:
         deficit = 1.0 - out[name]
     elif cfg.structure == "ssim" and not (cfg.per_pixel or cfg.return_map):
         # The means only: taken chunk by chunk, no full-size map.
-        _, out[name], deficit, _ = ssim_statistics(
-            pair,
-            with_map=False,
-            filter_size=cfg.filter_size,
-            filter_sigma=cfg.filter_sigma,
-            k1=cfg.k1,
-            k2=cfg.k2,
-            window=cfg.window,
-            padding=cfg.padding,
-            implementation=cfg.implementation,
-        )
+        _, out[name], deficit, _ = ssim_statistics(pair, with_map=False, **_ssim_options(cfg))
     else:
         s_map, spec = _structure_map(cfg, pair)
         centre = _reductions.center_weights(pair.mask, spec.axes, len(spec.taps), spec.padding)
