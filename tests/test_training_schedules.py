@@ -41,10 +41,10 @@ def _reference_lr(t, *, peak, start, steps, warmup, final):
 
 def test_boundaries_and_phase_index():
     c = _config()
-    assert c.phase_boundaries == (0, 30)
-    assert training.phase_boundaries(c.phases, 100) == (0, 30)
-    idx = jax.jit(lambda s: phase_index(s, (0, 30)))
-    assert [int(idx(s)) for s in (0, 29, 30, 99, 10_000)] == [0, 0, 1, 1, 1]
+    assert c.phase_boundaries == (0, 60)
+    assert training.phase_boundaries(c.phases, 100) == (0, 60)
+    idx = jax.jit(lambda s: phase_index(s, (0, 60)))
+    assert [int(idx(s)) for s in (0, 59, 60, 99, 10_000)] == [0, 0, 1, 1, 1]
 
 
 def test_loss_weights_follow_phases_with_preset_fallback():
@@ -56,10 +56,10 @@ def test_loss_weights_follow_phases_with_preset_fallback():
         [float(at(0)["structural_weight"]), float(at(0)["mae_weight"])], [0.0, 1.0]
     )
     np.testing.assert_allclose(
-        [float(at(30)["structural_weight"]), float(at(30)["mae_weight"])], [0.8, 0.2]
+        [float(at(60)["structural_weight"]), float(at(60)["mae_weight"])], [0.8, 0.2]
     )
-    assert [int(at(s)["phase"]) for s in (0, 29, 30)] == [0, 0, 1]
-    np.testing.assert_allclose(float(at(40)["lr_head"]), float(rates["head"](40)))
+    assert [int(at(s)["phase"]) for s in (0, 59, 60)] == [0, 0, 1]
+    np.testing.assert_allclose(float(at(70)["lr_head"]), float(rates["head"](70)))
 
 
 def test_loss_weights_are_traced_values_no_retrace():

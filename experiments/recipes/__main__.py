@@ -28,7 +28,11 @@ QUICK = {"features": 4, "depth": 2, "batch_size": 4, "eval_crop": 64}
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[1])
     p.add_argument("--out", default="", help="write the Markdown report here")
-    p.add_argument("--runs-dir", default="runs/recipes", help="(%(default)s)")
+    p.add_argument(
+        "--task", choices=("denoise", "sr"), default="denoise",
+        help="train.py's task: the default denoiser, or x2 super-resolution (%(default)s)",
+    )  # fmt: skip
+    p.add_argument("--runs-dir", default="", help="(runs/recipes, or runs/recipes_sr)")
     p.add_argument("--figures-dir", default="", help="figures (default: <out dir>/figures)")
     p.add_argument("--steps", type=int, default=500, help="training steps (%(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(%(default)s)")
@@ -149,11 +153,15 @@ def _command(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    recipes = list(grid.GRID[: args.cells])
-    steps, seeds, eval_points, overrides = args.steps, args.seeds, 10, None
+    cells = grid.GRID if args.task == "denoise" else grid.SR_GRID
+    recipes = list(cells[: args.cells])
+    steps, seeds, eval_points = args.steps, args.seeds, 10
+    overrides = None if args.task == "denoise" else {"task": args.task}
+    default_dir = "runs/recipes" if args.task == "denoise" else "runs/recipes_sr"
+    args.runs_dir = args.runs_dir or default_dir
     if args.quick:  # seconds: a tiny model on small crops, for the tests
         recipes, steps, eval_points, seeds = recipes[:3], 8, 2, seeds[:2]
-        overrides = QUICK
+        overrides = {**(overrides or {}), **QUICK}
     t0 = time.perf_counter()
     if args.out:
         restore_records(
