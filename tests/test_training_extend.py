@@ -13,6 +13,12 @@ from dssim_mae_jax import training
 TINY = {
     "features": 4, "depth": 2, "batch_size": 2, "patch_size": 16, "eval_crop": 32, "steps": 8,
     "log_every": 2, "checkpoint_every": 4, "num_samples": 0, "progress_bar": False, "prefetch": 0,
+    # Two phases switching at step 2 of 8 (the default's shape: MAE alone, then the mix).
+    "phases": [
+        {"name": "mae", "fraction": 0.3, "structural_weight": 0.0, "mae_weight": 1.0,
+         "mean_weight": 0.0, "learning_rates": {"body": 2e-3, "head": 2e-3}},
+        {"name": "mix", "fraction": 0.7, "learning_rates": {"body": 5e-4, "head": 1e-3}},
+    ],
 }  # fmt: skip
 
 
