@@ -49,9 +49,14 @@ class Recipe:
             raise ValueError("gamma: give a positive gamma exactly when a remedy is set")
 
     @property
+    def mae_only(self) -> bool:
+        """MAE alone (with any learning-rate phases): a baseline of the study."""
+        return self.alpha == 0.0 and self.remedy is None
+
+    @property
     def name(self) -> str:
         """A folder-safe identifier, e.g. ``mix_a0.2_ssim_mean1``."""
-        if self.alpha == 0.0 and self.remedy is None:
+        if self.mae_only:
             # MAE only; with a switch other than the default's, its learning-rate phases
             # follow the switch (the baseline of the recipes with that switch).
             return "mae" if self.switch in (0.0, DEFAULT_SWITCH) else f"mae_lr{self.switch:g}"
@@ -62,7 +67,7 @@ class Recipe:
     @property
     def label(self) -> str:
         """A human-readable description for tables."""
-        if self.alpha == 0.0 and self.remedy is None:
+        if self.mae_only:
             if self.name == "mae":
                 return "MAE only"
             return f"MAE only, learning rates switched at {self.switch:.0%}"
@@ -81,8 +86,11 @@ MAE = Recipe(0.0)
 
 
 def baseline(recipe: Recipe) -> Recipe:
-    """MAE only with the learning-rate phases of `recipe` (the phased recipes' phases follow
-    their switch; a mixed recipe has the default's): the run its differences are taken to."""
+    """The run `recipe`'s differences are taken to: MAE only with its learning-rate phases (the
+    phased recipes' phases follow their switch; a mixed recipe has the default's); for an
+    MAE-only run with other phases, `MAE` (the effect of the phases alone)."""
+    if recipe.mae_only:
+        return MAE
     share = recipe.switch if recipe.switch > 0 else DEFAULT_SWITCH
     return MAE if share == DEFAULT_SWITCH else Recipe(0.0, switch=share)
 

@@ -49,7 +49,7 @@ def summarize(records: dict, recipes, seeds) -> dict:
     out = {}
     for r in complete:
         cell = records[r.name]
-        ref = reference(r)
+        ref = grid_mod.baseline(r)
         base = records.get(ref.name)
         row = {"recipe": r, "splits": {}, "baseline": ref.name}
         for split in SPLITS:
@@ -67,24 +67,10 @@ def summarize(records: dict, recipes, seeds) -> dict:
     return out
 
 
-def reference(recipe: grid_mod.Recipe) -> grid_mod.Recipe:
-    """The run `recipe`'s differences are taken to: MAE only with the same learning-rate phases
-    (`grid.baseline`); for an MAE-only run with other phases, MAE only with the default's (the
-    effect of the phases alone)."""
-    if recipe.alpha == 0.0 and recipe.remedy is None:
-        return grid_mod.MAE
-    return grid_mod.baseline(recipe)
-
-
-def is_baseline(recipe: grid_mod.Recipe) -> bool:
-    """MAE only (with any learning-rate phases): a baseline, never a candidate."""
-    return recipe.alpha == 0.0 and recipe.remedy is None
-
-
 def eligible(row: dict, split: str = "validation") -> bool:
     """The choice rule on `split` (see `CAST_LIMIT`); baselines are not candidates."""
     d = row["splits"][split]
-    if "d_psnr" not in d or is_baseline(row["recipe"]):
+    if "d_psnr" not in d or row["recipe"].mae_only:
         return False
     return d["d_ssim"]["lo"] > 0 and d["d_psnr"]["hi"] >= 0 and d["cast"] < CAST_LIMIT
 
@@ -101,7 +87,7 @@ def choose(summary: dict) -> tuple[str | None, str]:
     ok = []
     for n, row in summary.items():
         d = row["splits"]["validation"]
-        if is_baseline(row["recipe"]):
+        if row["recipe"].mae_only:
             continue
         if "d_psnr" in d and d["d_psnr"]["hi"] >= 0 and d["cast"] < CAST_LIMIT:
             if d["d_ssim"]["mean"] > 0:
@@ -112,7 +98,7 @@ def choose(summary: dict) -> tuple[str | None, str]:
     # phases), so across phases they do not compare what a user gets: keep the candidates no
     # other candidate beats on both absolute validation PSNR and SSIM, then the largest gain.
     val = {n: summary[n]["splits"]["validation"] for n in ok}
-    front = set(pareto({n: (d["psnr"], d["ssim"]) for n, d in val.items()}))
+    front = pareto({n: (d["psnr"], d["ssim"]) for n, d in val.items()})
     best = max(front, key=lambda n: val[n]["d_ssim"]["mean"])
     return best, (
         "no recipe meets the rule; best measured trade-off: among the recipes with no "
@@ -399,7 +385,7 @@ def write_report(recipes, *, seeds, steps, runs_dir, figures_dir, out, command, 
         w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for n, row in summary.items():
             d = row["splits"][split]
-            rule = "yes" if eligible(row, split) else ("—" if is_baseline(row["recipe"]) else "no")
+            rule = "yes" if eligible(row, split) else ("—" if row["recipe"].mae_only else "no")
             w(
                 f"| {row['recipe'].label} (`{n}`) | {d['psnr']:.2f} | {d['ssim']:.4f} | "
                 f"{d['cast']:.2f} | {_ci(d, 'd_psnr', 2)} | {_ci(d, 'd_ssim', 4)} | "
