@@ -52,7 +52,7 @@ def test_comparison_config_defaults():
     assert base.checkpoint_every == 40 and base.keep_checkpoints == 1
     assert not base.progress_bar
     # The study compares the seed's strategies on the seed's recipe, not train.py's default.
-    assert base.phases == training._config.SEED_PHASES and base.preset == "seed-naive"
+    assert base.phases == training.SEED_PHASES and base.preset == "seed-naive"
 
 
 def test_phased_strategy_needs_two_phases():

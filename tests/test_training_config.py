@@ -42,7 +42,7 @@ def test_default_is_the_studys_best_trade_off_and_the_seed_recipe_stays_reachabl
     assert mix.learning_rates == {"body": 5e-4, "head": 1e-3}
     _, weights = training.build_loss(c)
     assert weights == {"structural_weight": 0.2, "mae_weight": 0.8, "mean_weight": 1.0}
-    seed = training.Config(preset="seed-naive", phases=training._config.SEED_PHASES).validate()
+    seed = training.Config(preset="seed-naive", phases=training.SEED_PHASES).validate()
     _, weights = training.build_loss(seed)
     assert weights == {"structural_weight": 0.8, "mae_weight": 0.2, "mean_weight": 0.0}
     assert [p.learning_rates for p in seed.phases] == [p.learning_rates for p in c.phases]

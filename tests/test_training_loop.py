@@ -61,7 +61,7 @@ BASELINE_F58227D = {
 }
 
 
-SEED_RECIPE = {"preset": "seed-naive", "phases": training._config.SEED_PHASES}
+SEED_RECIPE = {"preset": "seed-naive", "phases": training.SEED_PHASES}
 
 
 def test_run_writes_outputs_switches_phase_and_never_retraces(tmp_path):

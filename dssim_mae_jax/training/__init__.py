@@ -41,7 +41,7 @@ The modules behind these names (`_config`, `_schedules`, `_steps`, `_data`, `_ev
 `_loop`, ...) hold more helpers; tests import them directly.
 """
 
-from dssim_mae_jax.training._config import Config, ConfigError, Phase
+from dssim_mae_jax.training._config import DEFAULT_PHASES, SEED_PHASES, Config, ConfigError, Phase
 from dssim_mae_jax.training._data import center_crop, load_dataset, sample_batch
 from dssim_mae_jax.training._evaluation import evaluate_dataset, make_evaluator, metric_states
 from dssim_mae_jax.training._loop import NonFiniteLossError, train_and_evaluate
@@ -62,6 +62,8 @@ from dssim_mae_jax.training._schedules import (
 from dssim_mae_jax.training._steps import TrainState, build_loss, create_train_state, train_step
 
 __all__ = (
+    "DEFAULT_PHASES",
+    "SEED_PHASES",
     "Config",
     "ConfigError",
     "NonFiniteLossError",

@@ -71,7 +71,7 @@ def comparison_config(**fields: Any) -> training.Config:
     fields = {"progress_bar": False, "keep_checkpoints": 1, **fields}
     # The study compares the seed's strategies: its preset and phases, not train.py's default.
     fields.setdefault("preset", "seed-naive")
-    fields.setdefault("phases", training._config.SEED_PHASES)
+    fields.setdefault("phases", training.SEED_PHASES)
     fields.setdefault("checkpoint_every", max(int(fields.get("steps", training.Config().steps)), 1))
     return training.Config(**fields).validate()
 
