@@ -160,8 +160,9 @@ def _phase_init_with_old_names(init):
 Phase.__init__ = _phase_init_with_old_names(Phase.__init__)
 
 
-# The seed's recipe (with the "seed-naive" preset): MAE alone for 30% of the steps, then
-# 0.8 * (1 - SSIM) + 0.2 * MAE. Kept for comparison; `DEFAULT_PHASES` replaced it.
+#: The seed's recipe (with the "seed-naive" preset): MAE alone for 30% of the steps, then
+#: 0.8 * (1 - SSIM) + 0.2 * MAE. Kept for comparison; `DEFAULT_PHASES` replaced it. The
+#: seed's run: ``Config(preset="seed-naive", phases=SEED_PHASES)``.
 SEED_PHASES = (
     Phase(
         name="mae",
@@ -177,11 +178,11 @@ SEED_PHASES = (
     ),
 )
 
-# The default (with the "dssim-mae-mean" preset): the best measured trade-off of the recipe
-# study in docs/results_recipes.md (no recipe there gained SSIM significantly at no PSNR
-# cost): MAE alone at the high learning rate for 60% of the steps (longer than the seed's 30%:
-# worth 0.46 dB to MAE alone on the study's validation images), then 0.2 * (1 - SSIM) +
-# 0.8 * MAE + 1 * the mean term, with the seed's learning rates.
+#: The default (with the "dssim-mae-mean" preset): the best measured trade-off of the recipe
+#: study in docs/results_recipes.md (no recipe there gained SSIM significantly at no PSNR
+#: cost): MAE alone at the high learning rate for 60% of the steps (longer than the seed's 30%:
+#: worth 0.46 dB to MAE alone on the study's validation images), then 0.2 * (1 - SSIM) +
+#: 0.8 * MAE + 1 * the mean term, with the seed's learning rates.
 DEFAULT_PHASES = (
     Phase(
         name="mae",
