@@ -135,16 +135,9 @@ def test_batch_sharded_over_four_devices_auto_mesh():
     _check_equal(_run_sharded("auto"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open limitation: the core functions run under Explicit mesh axes "
-    "(tests/test_sharding.py), but the states' per-image slot numbering (a cumsum over the "
-    "sharded batch in _states._exact_step) raises ShardingTypeError there; a batch on an "
-    "Explicit mesh must be resharded to replicated before update (strict: a pass fails the run "
-    "as a reminder to drop this marker)",
-)
 def test_batch_sharded_over_four_devices_explicit_mesh():
-    # jax.make_mesh gives Explicit axes (jax >= 0.7); the states do nothing axis-specific.
+    # jax.make_mesh gives Explicit axes (jax >= 0.7): the per-image scores are gathered to
+    # every device before they are numbered and stored (_states._replicated).
     _check_equal(_run_sharded("explicit"))
 
 

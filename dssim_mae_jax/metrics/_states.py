@@ -361,13 +361,27 @@ def _protocol_images(state, x, y, mask):
 def _exact_step(state, predictions, targets, mask):
     x, y, mask = _protocol_images(state, predictions, targets, mask)
     scores = state._exact_scores(x, y, mask, state.opts)
-    scores = {k: v.reshape(-1) for k, v in scores.items()}
+    scores = {k: _replicated(v.reshape(-1)) for k, v in scores.items()}
     if mask is None:
         counted = jnp.ones(scores["value"].shape, bool)
     else:
-        counted = (jnp.sum(mask, axis=(-3, -2, -1)) > 0).reshape(-1)
+        counted = _replicated((jnp.sum(mask, axis=(-3, -2, -1)) > 0).reshape(-1))
     slots = state.count + jnp.cumsum(counted.astype(jnp.int32)) - 1
     return state._fold(scores, counted, slots)
+
+
+def _replicated(per_image):
+    """`per_image` ([N], one value per image) on every device, where the batch is sharded
+    over Explicit mesh axes (`jax.sharding.AxisType.Explicit`): the slot numbering's cumsum
+    and the store's scatter need the whole batch axis, and there they raise a
+    ``ShardingTypeError`` on a sharded one. Under Auto axes and without a mesh, XLA's
+    partitioner does this itself, so `per_image` is returned as it is. [N] values are cheap
+    to gather next to the images they summarize."""
+    mesh = jax.sharding.get_abstract_mesh()
+    explicit = not mesh.empty and jax.sharding.AxisType.Explicit in tuple(mesh.axis_types)
+    if explicit and any(axis is not None for axis in jax.typeof(per_image).sharding.spec):
+        return jax.sharding.reshard(per_image, jax.sharding.PartitionSpec())
+    return per_image
 
 
 @functools.partial(jax.jit, static_argnames=("key",))
