@@ -124,8 +124,10 @@ GRID: tuple[Recipe, ...] = (
     # of the steps, so its baseline is MAE only with the same learning-rate phases (`baseline`).
     Recipe(0.0, switch=0.6),
     Recipe(0.2, switch=0.6, remedy="smooth_mean", gamma=1.0),
-    # Moved up when the recipe above was chosen: the same recipe without its mean term.
+    # Moved up when the recipe above was chosen: the same recipe without its mean term; then
+    # added: a larger alpha after the same MAE phase (the mean term holding the cast).
     Recipe(0.2, switch=0.6),
+    Recipe(0.5, switch=0.6, remedy="smooth_mean", gamma=1.0),
     Recipe(0.2, switch=SWITCH, structure="multi_sigma", remedy="mean", gamma=1.0),
     Recipe(0.2, switch=SWITCH, structure="ms_ssim3", remedy="mean", gamma=1.0),
     Recipe(0.2, switch=SWITCH, remedy="lowpass", gamma=1.0),
