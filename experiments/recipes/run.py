@@ -54,8 +54,9 @@ def load_validation() -> tuple[np.ndarray, ...]:
 
 # The study's learning-rate phases: those of `train.py`'s default when the study began, the
 # seed's (`training.SEED_PHASES`: 2e-3 for 30% of the steps, then 5e-4 body / 1e-3 head), not
-# today's default, so the study's runs stay reproducible now that the default follows its result. The loss weights of
-# a phase are unused: every step's weights come from the recipe (`train_run`).
+# today's default, so the study's runs stay reproducible now that the default follows its
+# result. The loss weights of a phase are unused: every step's weights come from the recipe
+# (`train_run`).
 STUDY_PHASES = training.SEED_PHASES
 
 
