@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import time
 from collections.abc import Callable
 
@@ -204,11 +205,39 @@ def train_run(
         "nonfinite_total": int(state.nonfinite_total),
         "train_seconds": seconds,
         "jax": jax.__version__,
+        "packages": _package_versions(),
+        "cpu": _cpu_model(),
     }
     crops = np.stack(
         [np.stack([center(np.asarray(o[k][0]), CROP) for k in ("input", "model")]) for o in shown]
     )
     return record, np.round(np.clip(crops, 0, 1) * 255).astype(np.uint8)
+
+
+def _package_versions() -> dict[str, str]:
+    """Versions of the packages a run's numerics depend on (XLA's rounding follows them)."""
+    from importlib import metadata
+
+    names = ("jax", "jaxlib", "flax", "optax", "numpy", "dssim_mae_jax")
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _cpu_model() -> str:
+    """The host CPU's model name (Linux ``/proc/cpuinfo``), else `platform.processor()`."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def center(img: np.ndarray, size: int) -> np.ndarray:
